@@ -1,0 +1,296 @@
+"""``python -m cxrviz <command>``: the engine, headless. Thin over the library; errors are one line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+
+from tqdm import tqdm
+
+from .data import DatasetError, ImageDecodeError, decode_image
+from .models import REGISTRY, SEED_MODELS, UnknownArchitecture, get_spec, model_table
+from .runs import RunError, get_run, list_runs, load_model, save_run
+
+USER_ERRORS = (DatasetError, ImageDecodeError, RunError, UnknownArchitecture, ValueError, FileNotFoundError)
+
+
+class CLIError(Exception):
+    pass
+
+
+def _print_table(rows: list[dict], fmt: str) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    if fmt == "json":
+        print(json.dumps(rows, indent=2, default=str))
+    elif fmt == "csv":
+        print(df.to_csv(index=False), end="")
+    else:
+        print(df.to_string(index=False))
+
+
+# ---------------------------------------------------------------- models
+def cmd_models(a) -> int:
+    rows = model_table(img_size=224, num_classes=3, in_channels=1)
+    if a.format == "table":
+        for r in rows:
+            r["params"] = f"{r['params']:,}"
+        rows = [{k: r[k] for k in ("name", "display", "family", "depth", "params", "gflops@224", "min_size",
+                                   "target_layer", "optimizer", "lr")} for r in rows]
+    _print_table(rows, a.format)
+    if a.format == "table":
+        print("\nparams for 3 classes and 1 input channel; GFLOPs = multiply-adds per 224 px image, measured "
+              "with torch.utils.flop_counter")
+    return 0
+
+
+# ---------------------------------------------------------------- train
+def train_one(config, *, quiet: bool = False, root=None):
+    """Train and store one run with a tqdm progress bar; returns the stored Run."""
+    from .train import train
+
+    spec = get_spec(config.arch)
+    bars: dict[str, tqdm] = {}
+
+    def cb(p) -> None:
+        if quiet:
+            return
+        if p.kind == "data":
+            bar = bars.get("data") or bars.setdefault("data", tqdm(total=p.total_steps, desc="decode/cache",
+                                                                   unit="img", leave=False))
+            bar.total = p.total_steps
+            bar.n = p.step
+            bar.refresh()
+        elif p.kind == "start":
+            if "data" in bars:
+                bars.pop("data").close()
+            bars["train"] = tqdm(total=p.total_steps, desc=f"{spec.display} s{config.seed}", unit="step")
+        elif p.kind in ("batch", "epoch") and "train" in bars:
+            bar = bars["train"]
+            bar.update(p.step - bar.n)
+            if p.kind == "epoch":
+                bar.set_postfix(ep=f"{p.epoch}/{p.epochs}", loss=f"{p.metrics['train_loss']:.3f}",
+                                test_acc=f"{100 * p.metrics['test_acc']:.1f}%")
+        elif p.kind == "end":
+            for b in bars.values():
+                b.close()
+
+    stop = threading.Event()
+    try:
+        result = train(config, callback=cb, stop=stop)
+    except KeyboardInterrupt:
+        stop.set()
+        raise
+    finally:
+        for b in bars.values():
+            b.close()
+    return save_run(result, root=root)
+
+
+def _configs(a, archs: list[str]):
+    from .train import TrainConfig
+
+    out = []
+    for arch in archs:
+        get_spec(arch)
+        for seed in a.seeds:
+            c = TrainConfig(arch=arch, data=a.data, img_size=a.img_size, epochs=a.epochs, seed=seed, device=a.device,
+                            batch_size=getattr(a, "batch_size", None), lr=getattr(a, "lr", None),
+                            optimizer=getattr(a, "optimizer", None), augment=getattr(a, "augment", "standard"))
+            out.append(c.resolved())  # validate every config before the first run starts
+    return out
+
+
+def _summary(run) -> str:
+    ev = run.evaluation
+    acc = f"{100 * ev['accuracy']:.1f} % [{100 * ev['ci_low']:.1f}–{100 * ev['ci_high']:.1f}]" if ev else "n/a"
+    return (f"{run.id}: {run.meta['display']} {run.status}, test acc {acc}, "
+            f"train {run.meta['timings']['train_eval_s'] / 60:.2f} min")
+
+
+def cmd_train(a) -> int:
+    configs = _configs(a, a.arch)
+    for c in configs:
+        run = train_one(c, quiet=a.quiet)
+        print(_summary(run), flush=True)
+    return 0
+
+
+def cmd_reproduce(a) -> int:
+    from .report import DECK, fmt_pct
+
+    configs = _configs(a, SEED_MODELS)
+    runs = []
+    for c in configs:
+        run = train_one(c, quiet=a.quiet)
+        print(_summary(run), flush=True)
+        runs.append(run)
+    print()
+    print(f"{'model':<11}{'depth':>6}{'train time':>13}{'test acc (95% CI)':>26}   {'deck: time':>10}{'deck acc':>10}")
+    for r in runs:
+        d = DECK[r.arch]
+        ev = r.evaluation or {}
+        acc = (f"{fmt_pct(ev['accuracy'])} ({100 * ev['ci_low']:.1f}–{100 * ev['ci_high']:.1f})" if ev else "n/a")
+        t = r.meta["timings"]["train_eval_s"] / 60
+        print(f"{d['display']:<11}{d['depth']:>6}{t:>9.2f} min{acc:>26}   {d['time_min']:>6.2f} min"
+              f"{fmt_pct(d['acc']):>10}")
+    dev = runs[0].meta["environment"]["device"] if runs else "?"
+    ds = runs[0].meta["dataset"]["name"] if runs else "?"
+    print(f"\ncxrviz: {dev}, data: {ds}; deck: 20 epochs on a Colab GPU. Test split of "
+          f"{runs[0].evaluation['n'] if runs and runs[0].evaluation else '?'} images: one image is "
+          f"{100 / max(1, runs[0].evaluation['n'] if runs and runs[0].evaluation else 1):.1f} points.")
+    return 0
+
+
+# ---------------------------------------------------------------- evaluate / predict / table
+def cmd_evaluate(a) -> int:
+    import torch
+
+    from .data import load_split, open_dataset
+    from .metrics import evaluate_predictions
+    from .train import predict_probs
+
+    run = get_run(a.run)
+    data = a.data if a.data is not None else run.meta["dataset"].get("root")
+    src = open_dataset(data)
+    if src.classes != run.classes:
+        raise CLIError(f"dataset classes {src.classes} do not match the run's classes {run.classes}")
+    test = load_split(src, "test", int(run.config["img_size"]))
+    model, pre = load_model(run)
+    probs = predict_probs(model, test.images, pre, torch.device("cpu"))
+    ev = evaluate_predictions(test.labels.tolist(), probs.numpy(), src.classes)
+    if a.format == "json":
+        print(json.dumps(ev, indent=2))
+        return 0
+    print(f"{run.id} on {src.label}: {len(test)} test images")
+    print(f"accuracy {100 * ev['accuracy']:.1f} % (95 % CI {100 * ev['ci_low']:.1f}–{100 * ev['ci_high']:.1f}), "
+          f"macro-F1 {ev['macro_f1']:.3f}, macro ROC-AUC {ev['roc_auc']['macro']:.3f}")
+    for c, m in ev["per_class"].items():
+        print(f"  {c:<18} precision {m['precision']:.3f}  recall {m['recall']:.3f}  f1 {m['f1']:.3f}  n={m['support']}")
+    print("confusion (rows = true, cols = predicted):")
+    for c, row in zip(src.classes, ev["confusion"]):
+        print(f"  {c:<18} {row}")
+    if test.errors:
+        print(f"skipped {len(test.errors)} unreadable files: " + "; ".join(test.errors[:5]))
+    return 0
+
+
+def cmd_predict(a) -> int:
+    from .predict import agreement, best_runs, predict_image
+
+    gray = decode_image(a.image)
+    if a.runs:
+        runs = [get_run(r) for r in a.runs]
+    else:
+        runs = best_runs(list_runs()[0])
+    if not runs:
+        raise CLIError("no stored runs yet: train one first, e.g. `python -m cxrviz train --arch resnet18`")
+    preds = predict_image(gray, runs)
+    if a.format == "json":
+        print(json.dumps([p.to_dict() for p in preds], indent=2))
+        return 0
+    rows = [{"run": p.run_id, "predicted": p.predicted, "confidence": f"{100 * p.confidence:.1f} %",
+             **{c: f"{v:.3f}" for c, v in zip(p.classes, p.probs)}, "ms": f"{p.latency_ms:.1f}"} for p in preds]
+    _print_table(rows, "table")
+    print(agreement(preds))
+    return 0
+
+
+def cmd_table(a) -> int:
+    from .report import display_table, export, groups_frame
+
+    runs, problems = list_runs()
+    if a.groups:
+        df = groups_frame(runs)
+    else:
+        df = display_table(runs)
+    print(export(df, a.format), end="")
+    for name, why in problems:
+        print(f"unreadable run {name}: {why}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench(a) -> int:
+    try:
+        from .bench import main as bench_main
+    except ImportError as e:
+        raise CLIError(f"benchmarks unavailable: {e}") from None
+    return bench_main(a)
+
+
+# ---------------------------------------------------------------- parser
+def _pos_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {s}")
+    return v
+
+
+def _add_train_args(p: argparse.ArgumentParser, with_arch: bool) -> None:
+    if with_arch:
+        p.add_argument("--arch", nargs="+", required=True, metavar="A",
+                       help=f"one or more of: {', '.join(REGISTRY)}")
+    p.add_argument("--data", default=None, help="dataset folder with train/ and test/ (default: built-in synthetic set)")
+    p.add_argument("--img-size", type=_pos_int, default=None, help="input size in px (default: recipe, 128)")
+    p.add_argument("--epochs", type=_pos_int, default=None, help="default: recipe (20)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if with_arch:
+        p.add_argument("--batch-size", type=_pos_int, default=None)
+        p.add_argument("--lr", type=float, default=None)
+        p.add_argument("--optimizer", choices=["adamw", "sgd", "adam"], default=None)
+        p.add_argument("--augment", choices=["none", "light", "standard"], default="standard")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m cxrviz", description="Train, explain and rank classic CNNs on chest X-rays.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("models", help="list the model registry")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("train", help="train one or more architectures x seeds; each is stored as a run")
+    _add_train_args(p, True)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("reproduce", help="train the deck's four models and print the deck-style table")
+    _add_train_args(p, False)
+    p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser("evaluate", help="evaluate a stored run on a dataset's test split")
+    p.add_argument("run")
+    p.add_argument("--data", default=None, help="default: the dataset the run was trained on")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("predict", help="predict one image (PNG, JPEG or DICOM) with stored runs")
+    p.add_argument("image")
+    p.add_argument("--runs", nargs="+", default=None, help="run ids (default: the best run of each architecture)")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("table", help="the stored runs as a leaderboard")
+    p.add_argument("--format", choices=["md", "csv", "latex", "json"], default="md")
+    p.add_argument("--groups", action="store_true", help="one row per seed group (mean ± sd)")
+    p.set_defaults(func=cmd_table)
+    p = sub.add_parser("bench", help="benchmarks: input pipeline, trainer overhead, end to end, app latencies")
+    p.add_argument("--quick", action="store_true", help="small configuration, under 2 minutes")
+    p.add_argument("--data", default=None, help="dataset folder (default: ../shared/data/Covid19-dataset if present)")
+    p.add_argument("--out", default=None, help="where to write the JSON report")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_bench)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, *USER_ERRORS) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except (RuntimeError, MemoryError) as e:  # e.g. out of memory: one line, not a traceback
+        print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
+        return 1

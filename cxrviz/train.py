@@ -1,0 +1,443 @@
+"""The trainer: one loop for every registered architecture, independent of Streamlit.
+
+``train(config, callback=..., stop=...)`` loads the (cached) data, trains, evaluates on the test split
+every epoch and returns a :class:`TrainResult` that :mod:`cxrviz.runs` stores. Progress goes to the
+callback as :class:`Progress` events; ``stop`` (a ``threading.Event``) ends the run within a second,
+even in the middle of a long batch.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.augment import AUGMENT_LEVELS, augment_batch
+from .data.dataset import DatasetSource, ImageSet, load_split, open_dataset
+from .metrics import evaluate_predictions
+from .models import get_spec
+
+OPTIMIZERS = ("adamw", "sgd", "adam")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+class ConfigError(ValueError):
+    """A training configuration that cannot run; the message says which setting and why."""
+
+
+class StopTraining(Exception):
+    """Raised inside forward/backward hooks when a stop is requested."""
+
+
+@dataclass
+class TrainConfig:
+    arch: str = "resnet18"
+    data: str | None = None  # dataset folder; None = the built-in synthetic set
+    img_size: int | None = None  # None = the architecture's recipe (same for the settings below)
+    epochs: int | None = None
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float | None = None
+    schedule: str | None = None
+    warmup_epochs: int | None = None
+    label_smoothing: float | None = None
+    augment: str = "standard"  # none | light | standard
+    hflip: bool = False
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | mps
+    in_channels: int = 1
+    aux_weight: float = 0.3  # GoogLeNet auxiliary losses
+    precise_bn: bool = True  # re-estimate BatchNorm statistics on the clean train set before each evaluation
+
+    def resolved(self) -> "TrainConfig":
+        """Fill unset values from the architecture's recipe and validate everything."""
+        spec = get_spec(self.arch)
+        r = spec.recipe
+        c = replace(self, arch=spec.name)
+        for f in ("img_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "schedule",
+                  "warmup_epochs", "label_smoothing"):
+            if getattr(c, f) is None:
+                setattr(c, f, getattr(r, f))
+        if c.img_size < spec.min_size:
+            raise ConfigError(f"image size {c.img_size} px is below {spec.display}'s minimum of {spec.min_size} px")
+        if c.img_size > 1024:
+            raise ConfigError(f"image size {c.img_size} px is too large (at most 1024 px)")
+        if c.epochs < 1 or c.batch_size < 2:
+            raise ConfigError("epochs must be >= 1 and batch size >= 2")
+        if not (c.lr > 0 and math.isfinite(c.lr)):
+            raise ConfigError(f"learning rate must be a positive number, not {c.lr}")
+        if c.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {OPTIMIZERS}, not {c.optimizer!r}")
+        if c.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {SCHEDULES}, not {c.schedule!r}")
+        if c.augment not in AUGMENT_LEVELS:
+            raise ConfigError(f"augment must be one of {tuple(AUGMENT_LEVELS)}, not {c.augment!r}")
+        if c.in_channels not in (1, 3):
+            raise ConfigError("in_channels must be 1 (grayscale) or 3")
+        return c
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Progress:
+    kind: str  # "data" | "start" | "batch" | "epoch" | "end"
+    epoch: int = 0
+    epochs: int = 0
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    elapsed: float = 0.0
+    eta: float | None = None
+    metrics: dict = field(default_factory=dict)
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        return self.step / self.total_steps if self.total_steps else 0.0
+
+
+Callback = Callable[[Progress], None]
+
+
+@dataclass
+class TrainResult:
+    config: dict
+    status: str  # "done" | "stopped"
+    history: list[dict]
+    batch_losses: list[float]
+    evaluation: dict | None
+    predictions: dict | None  # {"paths", "labels", "probs"} on the test split, from the last full epoch
+    timings: dict
+    environment: dict
+    dataset: dict
+    norm: dict
+    state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+
+def select_device(pref: str = "auto") -> torch.device:
+    pref = (pref or "auto").lower()
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if pref.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but no CUDA GPU is available")
+    if pref == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' requested but MPS is not available")
+    try:
+        return torch.device(pref)
+    except RuntimeError as e:
+        raise ConfigError(f"unknown device {pref!r}") from e
+
+
+def environment(device: torch.device) -> dict:
+    env = {"device": str(device), "torch": torch.__version__, "python": platform.python_version(),
+           "cpu_threads": torch.get_num_threads(), "platform": platform.platform(terse=True)}
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def make_optimizer(model: nn.Module, c: TrainConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": c.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if c.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, nesterov=c.momentum > 0)
+    if c.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=c.lr)
+    return torch.optim.AdamW(groups, lr=c.lr)
+
+
+def lr_lambda(c: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    total = c.epochs * steps_per_epoch
+    warm = min(c.warmup_epochs * steps_per_epoch, total // 2)
+
+    def f(step: int) -> float:
+        if step < warm:
+            return 0.1 + 0.9 * step / max(1, warm)
+        if c.schedule == "cosine":
+            t = (step - warm) / max(1, total - warm)
+            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+        if c.schedule == "step":
+            return 0.1 ** sum(step >= total * m for m in (0.5, 0.75))
+        return 1.0
+
+    return f
+
+
+def _install_stop_hooks(model: nn.Module, stop: threading.Event) -> list:
+    """Check the stop flag inside forward (every module) and backward (every parameter's gradient), so a
+    stop lands within one layer's compute rather than after a whole batch."""
+
+    def check(*_):
+        if stop.is_set():
+            raise StopTraining()
+
+    handles = [m.register_forward_pre_hook(check) for m in model.modules() if next(m.children(), None) is None]
+    handles += [p.register_hook(lambda g: (check(), g)[1]) for p in model.parameters() if p.requires_grad]
+    return handles
+
+
+def _loss(out, y: torch.Tensor, c: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(out, tuple):  # GoogLeNet in training mode: (logits, aux1, aux2)
+        logits = out[0]
+        loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
+        for aux in out[1:]:
+            if aux is not None:
+                loss = loss + c.aux_weight * F.cross_entropy(aux, y, label_smoothing=c.label_smoothing)
+        return loss, logits
+    return F.cross_entropy(out, y, label_smoothing=c.label_smoothing), out
+
+
+class Preprocess:
+    """uint8 [B,1,S,S] -> normalised float input in the model's channel count (also used at predict time)."""
+
+    def __init__(self, mean: float, std: float, in_channels: int) -> None:
+        self.mean, self.std, self.in_channels = mean, std, in_channels
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float() / 255 if x.dtype == torch.uint8 else x
+        return self.normalise(x)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        return x.expand(-1, self.in_channels, -1, -1) if self.in_channels != x.shape[1] else x
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, images: torch.Tensor, pre: Preprocess, device: torch.device,
+                  batch_size: int = 64, stop: threading.Event | None = None) -> torch.Tensor:
+    """Softmax probabilities [N, C] on the CPU (float32) for uint8 images [N,1,S,S]."""
+    model.eval()
+    outs = []
+    amp = device.type == "cuda"
+    for i in range(0, len(images), batch_size):
+        if stop is not None and stop.is_set():
+            raise StopTraining()
+        x = pre(images[i:i + batch_size].to(device, non_blocking=True))
+        if amp:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = model(x)
+        outs.append(torch.softmax(logits.float(), 1))
+    return torch.cat(outs).cpu()
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, images: torch.Tensor, pre: Preprocess, device: torch.device,
+                   batch_size: int = 64, max_images: int = 512) -> bool:
+    """"Precise BN": replace the running BatchNorm statistics by their exact average over (up to
+    ``max_images``) un-augmented training images. With ~8 steps per epoch the usual exponential average
+    still remembers the first steps' activations for many epochs, and an eval-mode model then predicts one
+    class; this pass costs a fraction of an epoch and makes every epoch's test figures honest."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return False
+    momenta = [b.momentum for b in bns]
+    for b in bns:
+        b.reset_running_stats()
+        b.momentum = None  # cumulative average over this pass
+    model.train()
+    amp = device.type == "cuda"
+    n = min(len(images), max_images)
+    bs = max(2, batch_size)
+    for i in range(0, n - 1, bs):
+        x = pre(images[i:min(i + bs, n)])
+        if amp:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            model(x)
+    for b, m in zip(bns, momenta):
+        b.momentum = m
+    model.eval()
+    return True
+
+
+def measure_latency(model: nn.Module, images: torch.Tensor, pre: Preprocess, device: torch.device,
+                    n: int = 10) -> float:
+    """Median milliseconds to classify one image (batch of 1), after a warm-up."""
+    model.eval()
+    times = []
+    with torch.no_grad():
+        for i in range(min(n, len(images)) + 2):
+            x = pre(images[i % len(images):i % len(images) + 1].to(device))
+            t = time.perf_counter()
+            model(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+    return float(np.median(times[2:]) * 1000) if len(times) > 2 else float(times[-1] * 1000)
+
+
+def train(config: TrainConfig, *, callback: Callback | None = None, stop: threading.Event | None = None,
+          source: DatasetSource | None = None, max_batch_losses: int = 5000) -> TrainResult:
+    """Train one model. Raises ConfigError / DatasetError on bad settings or data (nothing is written)."""
+    c = config.resolved()
+    spec = get_spec(c.arch)
+    device = select_device(c.device)
+    stop = stop or threading.Event()
+    emit = callback or (lambda p: None)
+    t0 = time.perf_counter()
+
+    src = source if source is not None else open_dataset(c.data)
+
+    def data_progress(done: int, total: int) -> None:
+        emit(Progress("data", message=f"decoding images {done}/{total}", step=done, total_steps=total,
+                      elapsed=time.perf_counter() - t0))
+
+    train_set = load_split(src, "train", c.img_size, progress=data_progress)
+    test_set = load_split(src, "test", c.img_size, progress=data_progress)
+    if len(train_set) < 2:
+        raise ConfigError("the training split needs at least two readable images")
+    t_data = time.perf_counter() - t0
+
+    g = seed_everything(c.seed)
+    model = spec.build(num_classes=len(src.classes), in_channels=c.in_channels).to(device)
+    cuda = device.type == "cuda"
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    mean, std = train_set.mean_std()
+    pre = Preprocess(mean, std, c.in_channels)
+    x_train = train_set.images.to(device)  # uint8; on a GPU the whole cached set lives there
+    y_train = train_set.labels.to(device)
+    x_test = test_set.images.to(device)
+    aug = AUGMENT_LEVELS[c.augment]
+    if c.hflip:
+        aug = replace(aug, hflip=True)
+    bs = min(c.batch_size, len(train_set))
+    steps_per_epoch = len(train_set) // bs  # drop the last partial batch (BatchNorm dislikes tiny batches)
+    total_steps = steps_per_epoch * c.epochs
+    opt = make_optimizer(model, c)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(c, steps_per_epoch))
+    hooks = _install_stop_hooks(model, stop)
+
+    history: list[dict] = []
+    batch_losses: list[float] = []
+    last_eval: tuple[torch.Tensor, dict] | None = None
+    status = "done"
+    step = 0
+    t_train = 0.0
+    t_eval = 0.0
+    t_start = time.perf_counter()
+    emit(Progress("start", epochs=c.epochs, total_steps=total_steps, elapsed=t_start - t0,
+                  message=f"training {spec.display} on {device}"))
+    try:
+        for epoch in range(1, c.epochs + 1):
+            te = time.perf_counter()
+            model.train()
+            perm = torch.randperm(len(train_set), generator=g).to(device)
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            seen = 0
+            epoch_losses: list[torch.Tensor] = []
+            for b in range(steps_per_epoch):
+                if stop.is_set():
+                    raise StopTraining()
+                idx = perm[b * bs:(b + 1) * bs]
+                x = x_train[idx].float().div_(255)
+                x = pre.normalise(augment_batch(x, aug, g))
+                y = y_train[idx]
+                if cuda:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                    out = model(x)
+                    loss, logits = _loss(out, y, c)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                step += 1
+                ld = loss.detach()
+                loss_sum += ld * len(y)
+                correct += (logits.detach().argmax(1) == y).sum()
+                seen += len(y)
+                if cuda:
+                    epoch_losses.append(ld)
+                else:
+                    lv = float(ld)
+                    batch_losses.append(lv)
+                    el = time.perf_counter() - t_start
+                    emit(Progress("batch", epoch=epoch, epochs=c.epochs, step=step, total_steps=total_steps,
+                                  loss=lv, elapsed=el, eta=el / step * (total_steps - step)))
+            if cuda:  # one host sync per epoch
+                batch_losses.extend(torch.stack(epoch_losses).float().cpu().tolist())
+            train_loss = float(loss_sum) / max(1, seen)
+            train_acc = float(correct) / max(1, seen)
+            t_train += time.perf_counter() - te
+            tv = time.perf_counter()
+            if c.precise_bn:
+                recalibrate_bn(model, x_train, pre, device, batch_size=bs)
+            probs = predict_probs(model, x_test, pre, device, stop=stop)
+            test_loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), test_set.labels))
+            test_acc = float((probs.argmax(1) == test_set.labels).float().mean())
+            t_eval += time.perf_counter() - tv
+            last_eval = (probs, {"epoch": epoch})
+            el = time.perf_counter() - t_start
+            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+                   "test_acc": test_acc, "lr": opt.param_groups[0]["lr"], "time": el}
+            history.append(row)
+            if len(batch_losses) > max_batch_losses:  # bounded: keep every other point
+                batch_losses[:] = batch_losses[::2]
+            emit(Progress("epoch", epoch=epoch, epochs=c.epochs, step=step, total_steps=total_steps,
+                          loss=train_loss, elapsed=el, eta=el / step * (total_steps - step), metrics=row))
+    except StopTraining:
+        status = "stopped"
+    finally:
+        for h in hooks:
+            h.remove()
+        opt.zero_grad(set_to_none=True)
+
+    evaluation = predictions = None
+    if last_eval is not None:
+        probs, info = last_eval
+        evaluation = evaluate_predictions(test_set.labels.tolist(), probs.numpy(), src.classes)
+        evaluation["epoch"] = info["epoch"]
+        if status == "done":
+            evaluation["latency_ms"] = measure_latency(model, test_set.images, pre, device)
+        predictions = {"paths": test_set.paths, "labels": test_set.labels.tolist(),
+                       "probs": [[round(float(v), 6) for v in row] for row in probs.tolist()]}
+    t_total = time.perf_counter() - t0
+    timings = {"data_s": t_data, "train_s": t_train, "eval_s": t_eval, "total_s": t_total,
+               "train_eval_s": time.perf_counter() - t_start}
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    result = TrainResult(
+        config=c.to_dict(), status=status, history=history, batch_losses=batch_losses, evaluation=evaluation,
+        predictions=predictions, timings=timings, environment=environment(device),
+        dataset={**src.describe(), "img_size": c.img_size, "train_n": len(train_set), "test_n": len(test_set),
+                 "skipped": train_set.errors + test_set.errors},
+        norm={"mean": mean, "std": std, "in_channels": c.in_channels}, state_dict=state)
+    emit(Progress("end", epoch=len(history), epochs=c.epochs, step=step, total_steps=total_steps,
+                  elapsed=t_total, eta=0.0, message=status,
+                  metrics=({"test_acc": evaluation["accuracy"]} if evaluation else {})))
+    del model, opt, x_train, y_train, x_test
+    if cuda:
+        torch.cuda.empty_cache()
+    return result

@@ -1,0 +1,115 @@
+"""The model zoo: one parametrised test covers every registered architecture."""
+import pytest
+import torch
+
+from cxrviz.models import REGISTRY, SEED_MODELS, build_model, count_params, get_spec, measure_gflops
+from cxrviz.models.googlenet import GoogLeNet
+from cxrviz.models.registry import UnknownArchitecture
+
+# torchvision's reference parameter counts at 1000 classes, 3 input channels (same architectures)
+REFERENCE_PARAMS = {
+    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "resnet101": 44_549_160,
+    "resnet152": 60_192_808, "vgg11": 132_868_840, "vgg13": 133_053_736, "vgg16": 138_365_992,
+    "vgg19": 143_678_248,
+}
+# published forward cost in G multiply-adds at 224 px (torchvision model cards / papers)
+PUBLISHED_GFLOPS = {"resnet18": 1.81, "resnet34": 3.66, "resnet50": 4.09, "resnet152": 11.5, "vgg16": 15.47,
+                    "vgg19": 19.6, "googlenet": 1.5}
+
+
+@pytest.mark.parametrize("name,expected", sorted(REFERENCE_PARAMS.items()))
+def test_param_counts_match_reference(name, expected):
+    assert count_params(build_model(name, num_classes=1000, in_channels=3)) == expected
+
+
+def test_googlenet_without_aux_matches_reference():
+    assert count_params(GoogLeNet(num_classes=1000, in_channels=3, aux_logits=False)) == 6_624_904
+
+
+def test_alexnet_is_the_2012_paper_layout():
+    m = build_model("alexnet", num_classes=1000, in_channels=3)
+    convs = [x for x in m.features if isinstance(x, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [96, 256, 384, 384, 256]
+    lrn_after = [type(m.features[i - 2]).__name__ for i, x in enumerate(m.features)
+                 if isinstance(x, torch.nn.LocalResponseNorm)]
+    assert lrn_after == ["Conv2d", "Conv2d"]  # LRN after conv1 and conv2 (conv, ReLU, LRN)
+    fcs = [x for x in m.classifier if isinstance(x, torch.nn.Linear)]
+    assert [f.out_features for f in fcs] == [4096, 4096, 1000]
+    assert [x.p for x in m.classifier if isinstance(x, torch.nn.Dropout)] == [0.5, 0.5]
+
+
+@pytest.mark.parametrize("name,published", sorted(PUBLISHED_GFLOPS.items()))
+def test_gflops_match_published(name, published):
+    g = measure_gflops(build_model(name, num_classes=1000, in_channels=3), 224, in_channels=3)
+    assert abs(g - published) / published < 0.05, g
+
+
+def test_depths_as_papers_count():
+    assert {n: get_spec(n).depth for n in SEED_MODELS} == {"alexnet": 8, "vgg19": 19, "googlenet": 22,
+                                                          "resnet18": 18}
+    assert get_spec("resnet152").depth == 152 and get_spec("vgg11").depth == 11
+
+
+def test_every_family_present():
+    names = set(REGISTRY)
+    assert {"alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "googlenet", "resnet18", "resnet34", "resnet50",
+            "resnet101", "resnet152", "lenet5"} <= names
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_forward_backward_at_min_size(name):
+    spec = get_spec(name)
+    torch.manual_seed(0)
+    model = spec.build(num_classes=3, in_channels=1)
+    x = torch.randn(2, 1, spec.min_size, spec.min_size)
+    model.train()
+    out = model(x)
+    logits = out[0] if isinstance(out, tuple) else out
+    assert logits.shape == (2, 3)
+    loss = sum(o.sum() for o in (out if isinstance(out, tuple) else (out,)) if o is not None)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.eval()
+    with torch.no_grad():
+        y = model(x)
+    assert isinstance(y, torch.Tensor) and y.shape == (2, 3) and torch.isfinite(y).all()
+    # the Grad-CAM target layer exists and produces a spatial map
+    feats = []
+    h = spec.target_module(model).register_forward_hook(lambda m, i, o: feats.append(o))
+    with torch.no_grad():
+        model(x)
+    h.remove()
+    assert feats and feats[0].dim() == 4
+
+
+@pytest.mark.parametrize("name", ["alexnet", "resnet18", "googlenet", "lenet5"])
+def test_any_size_above_minimum(name):
+    model = build_model(name).eval()
+    for s in (get_spec(name).min_size + 7, 100, 160):
+        with torch.no_grad():
+            assert model(torch.zeros(1, 1, s, s)).shape == (1, 3)
+
+
+def test_three_channel_input_and_class_count():
+    m = build_model("resnet18", num_classes=5, in_channels=3).eval()
+    assert m(torch.zeros(1, 3, 64, 64)).shape == (1, 5)
+
+
+def test_googlenet_aux_heads_only_in_training():
+    m = build_model("googlenet").train()
+    out = m(torch.randn(2, 1, 64, 64))
+    assert isinstance(out, tuple) and len(out) == 3 and all(o.shape == (2, 3) for o in out)
+    m.eval()
+    assert isinstance(m(torch.randn(2, 1, 64, 64)), torch.Tensor)
+
+
+def test_unknown_architecture_message():
+    with pytest.raises(UnknownArchitecture, match="unknown architecture 'resnet19'"):
+        get_spec("resnet19")
+    assert get_spec("ResNet-18").name == "resnet18"
+
+
+def test_recipes_differ_where_they_must():
+    # AlexNet has no normalisation layers: its recipe is not ResNet's
+    assert get_spec("alexnet").recipe != get_spec("resnet18").recipe
+    assert get_spec("alexnet").recipe.optimizer == "sgd"
