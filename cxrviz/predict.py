@@ -76,3 +76,49 @@ def agreement(preds: list[Prediction]) -> str:
         return f"all {n} models say {cls}" if n > 1 else f"the model says {cls}"
     others = ", ".join(f"{m} {c}" for c, m in votes.most_common()[1:])
     return f"{n} of {len(preds)} models say {cls} ({others})"
+
+
+class ModelCache:
+    """Loaded models of stored runs, kept once per process (LRU) and released when a run is deleted.
+    Models here are loaded copies: never the object a training job is updating."""
+
+    def __init__(self, max_items: int = 16) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.max_items = max_items
+        self._items: "OrderedDict[tuple[str, float], tuple]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(run: Run) -> tuple[str, float]:
+        try:
+            return run.id, (run.path / "run.json").stat().st_mtime
+        except OSError:
+            return run.id, 0.0
+
+    def get(self, run: Run):
+        key = self._key(run)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        loaded = load_model(run)
+        with self._lock:
+            self._items[key] = loaded
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+        return loaded
+
+    def release(self, run_id: str) -> None:
+        with self._lock:
+            for k in [k for k in self._items if k[0] == run_id]:
+                del self._items[k]
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return [k[0] for k in self._items]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()

@@ -1,0 +1,14 @@
+"""cxrviz: `streamlit run app.py`. This file only routes; the pages live in pages/."""
+import streamlit as st
+
+st.set_page_config(page_title="cxrviz: CNNs on chest X-rays", page_icon="🩻", layout="wide")
+
+pages = [
+    st.Page("pages/overview.py", title="Overview", icon="🏠", default=True),
+    st.Page("pages/train.py", title="Train", icon="🏋️"),
+    st.Page("pages/leaderboard.py", title="Leaderboard", icon="🏆"),
+    st.Page("pages/seminar.py", title="Seminar view", icon="📽️"),
+    st.Page("pages/compare.py", title="Compare", icon="🔍"),
+    st.Page("pages/explain.py", title="Explain", icon="🔥"),
+]
+st.navigation(pages).run()

@@ -1,0 +1,95 @@
+"""Streamlit glue shared by the pages: process-wide resources and session choices. Thin: all logic is in
+``cxrviz``; nothing here trains, decodes or computes metrics itself."""
+from __future__ import annotations
+
+import streamlit as st
+
+from cxrviz.data import DatasetError, DatasetSource, open_dataset
+from cxrviz.jobs import JobRegistry
+from cxrviz.predict import ModelCache
+from cxrviz.runs import Run, default_root, delete_run, list_runs
+
+DATA_KEY = "data_path"  # session_state: the dataset folder chosen on Overview ("" = built-in synthetic set)
+
+
+@st.cache_resource
+def job_registry() -> JobRegistry:
+    """One registry per server process: every session, tab and page sees the same jobs."""
+    return JobRegistry()
+
+
+@st.cache_resource
+def model_cache() -> ModelCache:
+    return ModelCache(max_items=16)
+
+
+def _runs_signature() -> tuple:
+    root = default_root()
+    if not root.is_dir():
+        return ()
+    sig = []
+    for d in root.iterdir():
+        if not d.name.startswith("."):
+            try:
+                sig.append((d.name, d.stat().st_mtime_ns))
+            except OSError:
+                pass
+    return tuple(sorted(sig))
+
+
+@st.cache_resource(max_entries=4)
+def _list_runs(sig: tuple) -> tuple[list[Run], list[tuple[str, str]]]:
+    return list_runs()
+
+
+def stored_runs() -> tuple[list[Run], list[tuple[str, str]]]:
+    """(readable runs newest first, [(folder, reason)] for unreadable ones); re-read when the folder changes."""
+    return _list_runs(_runs_signature())
+
+
+def remove_run(run: Run) -> None:
+    delete_run(run)
+    model_cache().release(run.id)
+
+
+def data_path() -> str:
+    return st.session_state.get(DATA_KEY, "") or ""
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _open_dataset(path: str) -> DatasetSource:
+    return open_dataset(path or None)
+
+
+def current_dataset() -> tuple[DatasetSource | None, str | None]:
+    """The dataset chosen for this session (default: the built-in synthetic set) or (None, error)."""
+    try:
+        return _open_dataset(data_path()), None
+    except DatasetError as e:
+        return None, str(e)
+
+
+def set_data_path(path: str) -> str | None:
+    """Validate and remember a dataset folder for this session; returns an error message or None."""
+    path = (path or "").strip()
+    try:
+        open_dataset(path or None)
+    except DatasetError as e:
+        return str(e)
+    _open_dataset.clear()
+    st.session_state[DATA_KEY] = path
+    return None
+
+
+def dataset_badge() -> None:
+    src, err = current_dataset()
+    if err:
+        st.sidebar.error(f"Dataset: {err}")
+    elif src.synthetic:
+        st.sidebar.info("Data: **synthetic** phantoms (built-in). Point to a real dataset on Overview.")
+    else:
+        st.sidebar.success(f"Data: **{src.name}**")
+    reg = job_registry()
+    active = [j for j in reg.snapshots() if j.active]
+    if active:
+        st.sidebar.caption(f"⏳ {len(active)} training job(s) queued or running")
