@@ -199,11 +199,11 @@ def cmd_predict(a) -> int:
 
 
 def cmd_table(a) -> int:
-    from .report import display_table, export, groups_frame
+    from .report import display_groups, display_table, export
 
     runs, problems = list_runs()
     if a.groups:
-        df = groups_frame(runs)
+        df = display_groups(runs)
     else:
         df = display_table(runs)
     print(export(df, a.format), end="")

@@ -6,24 +6,37 @@ they only write into :class:`Job` objects under a lock, and pages read immutable
 """
 from __future__ import annotations
 
+import gc
 import itertools
 import logging
 import queue
 import threading
 import time
 import traceback
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .train import ConfigError, Progress, TrainConfig, select_device
+from .models import get_spec
+from .train import ConfigError, Progress, StopTraining, TrainConfig, select_device
 
 log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, DONE, STOPPED, FAILED, CANCELLED = "queued", "running", "done", "stopped", "failed", "cancelled"
 ACTIVE = (QUEUED, RUNNING)
-MAX_BATCH_POINTS = 2000  # per job, for the live loss curve
+MAX_BATCH_POINTS = 2000  # per job, for the live loss curve (thinned, never truncated, beyond this)
+MAX_HISTORY_POINTS = 1000  # per job: epoch rows kept for the live charts (thinned beyond this)
 MAX_FINISHED_JOBS = 200
+MAX_REQUEST_IDS = 1000
+
+
+def _thin(values: list, limit: int) -> None:
+    """Bound a growing series in place: beyond ``limit`` keep every other point (and always the last), so a
+    long run keeps its whole shape at half the resolution instead of losing its beginning."""
+    if len(values) > limit:
+        last = values[-1]
+        values[:] = values[::2]
+        if values[-1] is not last:
+            values.append(last)
 
 
 def readable_error(e: BaseException) -> str:
@@ -63,6 +76,8 @@ class JobSnapshot:
     run_id: str | None
     keep_on_stop: bool
     version: int
+    batch_x: tuple[float, ...] = ()  # position of each batch loss in (fractional) epochs
+    stop_requested: bool = False
 
     @property
     def active(self) -> bool:
@@ -85,7 +100,8 @@ class Job:
     eta: float | None = None
     message: str = "queued"
     history: list = field(default_factory=list)
-    batch_losses: deque = field(default_factory=lambda: deque(maxlen=MAX_BATCH_POINTS))
+    batch_losses: list = field(default_factory=list)
+    batch_x: list = field(default_factory=list)
     error: str | None = None
     run_id: str | None = None
     keep_on_stop: bool = True
@@ -106,11 +122,18 @@ class Job:
                 self.fraction, self.eta, self.epoch = p.fraction, p.eta, p.epoch
                 if p.loss is not None:
                     self.batch_losses.append(p.loss)
-                self.message = f"epoch {p.epoch}/{p.epochs}"
+                    self.batch_x.append(p.fraction * p.epochs)
+                    if len(self.batch_losses) > MAX_BATCH_POINTS:
+                        _thin(self.batch_losses, MAX_BATCH_POINTS)
+                        _thin(self.batch_x, MAX_BATCH_POINTS)
+                if not self._stop.is_set():
+                    self.message = f"epoch {p.epoch}/{p.epochs}"
             elif p.kind == "epoch":
                 self.fraction, self.eta, self.epoch = p.fraction, p.eta, p.epoch
                 self.history.append({**p.metrics, "wall": time.time()})
-                self.message = (f"epoch {p.epoch}/{p.epochs}: test acc {100 * p.metrics['test_acc']:.1f} %")
+                _thin(self.history, MAX_HISTORY_POINTS)
+                if not self._stop.is_set():
+                    self.message = f"epoch {p.epoch}/{p.epochs}: test acc {100 * p.metrics['test_acc']:.1f} %"
             self.version += 1
 
     def snapshot(self) -> JobSnapshot:
@@ -121,7 +144,8 @@ class Job:
                 finished=self.finished, fraction=self.fraction, epoch=self.epoch, epochs=self.config.epochs,
                 elapsed=self.elapsed, eta=self.eta, message=self.message, history=tuple(self.history),
                 batch_losses=tuple(self.batch_losses), error=self.error, run_id=self.run_id,
-                keep_on_stop=self.keep_on_stop, version=self.version)
+                keep_on_stop=self.keep_on_stop, version=self.version, batch_x=tuple(self.batch_x),
+                stop_requested=self._stop.is_set())
 
     def _set(self, **kw) -> None:
         with self._lock:
@@ -139,7 +163,7 @@ class JobRegistry:
         self._jobs: dict[str, Job] = {}
         self._queues: dict[str, queue.Queue] = {}
         self._workers: dict[str, threading.Thread] = {}
-        self._requests: set[str] = set()
+        self._requests: dict[str, None] = {}  # insertion-ordered, bounded
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self.on_run_saved = None  # optional hook (run_id) -> None, e.g. to clear a cached run list
@@ -154,11 +178,14 @@ class JobRegistry:
             if request_id is not None:
                 if request_id in self._requests:
                     return [j.id for j in self._jobs.values() if j.request_id == request_id]
-                self._requests.add(request_id)
+                self._requests[request_id] = None
+                while len(self._requests) > MAX_REQUEST_IDS:
+                    self._requests.pop(next(iter(self._requests)))
             ids = []
             for c, key in zip(resolved, keys):
                 jid = f"job{next(self._ids)}-{c.arch}-s{c.seed}"
-                job = Job(jid, c, f"{c.arch} {c.img_size}px e{c.epochs} s{c.seed}", key, request_id=request_id)
+                job = Job(jid, c, f"{get_spec(c.arch).display} {c.img_size}px e{c.epochs} s{c.seed}", key,
+                          request_id=request_id)
                 self._jobs[jid] = job
                 self._queue(key).put(jid)
                 ids.append(jid)
@@ -183,23 +210,43 @@ class JobRegistry:
     def _work(self, key: str, q: queue.Queue) -> None:
         while True:
             jid = q.get()
-            job = self._jobs.get(jid)
-            if job is None or job.status != QUEUED:
-                continue
+            with self._lock:
+                job = self._jobs.get(jid)
+            if job is None or not self._claim(job):
+                continue  # cancelled or cleared while it waited
             try:
                 self._run(job)
             except BaseException as e:  # noqa: BLE001 - the worker must survive anything a job does
                 log.exception("job %s crashed", jid)
                 job._set(status=FAILED, error=readable_error(e), finished=time.time(), message="failed")
+            finally:
+                job = None
+                gc.collect()  # release the finished job's model, optimiser and batches now, not later
+                if key.startswith("cuda"):
+                    import torch
+
+                    torch.cuda.empty_cache()
+
+    @staticmethod
+    def _claim(job: Job) -> bool:
+        """QUEUED -> RUNNING atomically, so a cancel that races the worker either wins or loses cleanly."""
+        with job._lock:
+            if job.status != QUEUED:
+                return False
+            job.status, job.started, job.message = RUNNING, time.time(), "loading data"
+            job.version += 1
+            return True
 
     def _run(self, job: Job) -> None:
         from .runs import save_run
         from .train import train
 
-        job._set(status=RUNNING, started=time.time(), message="loading data")
         trainer = self._trainer or train
         try:
             result = trainer(job.config, callback=job.on_progress, stop=job._stop)
+        except StopTraining:  # stopped before the first batch (e.g. while the data loaded): nothing to keep
+            job._set(status=STOPPED, finished=time.time(), eta=0.0, message="stopped before training began")
+            return
         except Exception as e:  # noqa: BLE001
             log.warning("job %s failed: %s\n%s", job.id, e, traceback.format_exc())
             job._set(status=FAILED, error=readable_error(e), finished=time.time(), message="failed")
@@ -233,10 +280,14 @@ class JobRegistry:
         if job is None:
             raise KeyError(f"no job {job_id}")
         with job._lock:
+            if job.status not in ACTIVE:
+                return  # already finished: nothing to stop, and its outcome is not rewritten
             job.keep_on_stop = keep
             if job.status == QUEUED:
                 job.status, job.finished, job.message = CANCELLED, time.time(), "cancelled"
-                job.version += 1
+            else:
+                job.message = "stopping (keeping the partial run)" if keep else "stopping (discarding the run)"
+            job.version += 1
             job._stop.set()
 
     def stop_all(self, keep: bool = True) -> None:
@@ -245,9 +296,20 @@ class JobRegistry:
                 self.stop(j.id, keep)
 
     def clear_finished(self) -> None:
+        """Forget every finished job (their stored runs stay in checkpoints/)."""
         with self._lock:
             for jid in [j.id for j in self._jobs.values() if j.status not in ACTIVE]:
                 del self._jobs[jid]
+
+    def remove(self, job_id: str) -> None:
+        """Forget one finished job (its stored run stays). Active jobs must be stopped first."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return
+            if job.status in ACTIVE:
+                raise ValueError(f"job {job_id} is still {job.status}; stop it first")
+            del self._jobs[job_id]
 
     def _trim(self) -> None:
         done = [j for j in self._jobs.values() if j.status not in ACTIVE]
@@ -261,10 +323,14 @@ class JobRegistry:
         return [j.snapshot() for j in jobs]
 
     def get(self, job_id: str) -> JobSnapshot:
-        return self._jobs[job_id].snapshot()
+        with self._lock:
+            job = self._jobs[job_id]
+        return job.snapshot()
 
     def busy(self) -> bool:
-        return any(j.status in ACTIVE for j in list(self._jobs.values()))
+        with self._lock:
+            jobs = list(self._jobs.values())
+        return any(j.status in ACTIVE for j in jobs)
 
     def wait(self, timeout: float = 60.0, poll: float = 0.05) -> bool:
         """Block until no job is queued or running (for tests and the CLI). Returns False on timeout."""
@@ -277,4 +343,4 @@ class JobRegistry:
 
 
 __all__ = ["JobRegistry", "JobSnapshot", "Job", "readable_error", "ConfigError", "QUEUED", "RUNNING", "DONE",
-           "STOPPED", "FAILED", "CANCELLED"]
+           "STOPPED", "FAILED", "CANCELLED", "ACTIVE"]

@@ -16,7 +16,8 @@ def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[flo
     if n <= 0:
         return (math.nan, math.nan)
     lo, hi = proportion_confint(int(correct), int(n), alpha=1 - confidence, method="wilson")
-    return float(lo), float(hi)
+    # exact at the edges (the formula gives 1 - 1e-16 for correct == n)
+    return (0.0 if correct == 0 else float(lo)), (1.0 if correct == n else float(hi))
 
 
 def evaluate_predictions(labels: Sequence[int], probs: np.ndarray, classes: Sequence[str]) -> dict:
@@ -83,3 +84,53 @@ def aggregate(values: Sequence[float]) -> dict:
         return {"n": 0, "mean": math.nan, "sd": math.nan, "min": math.nan, "max": math.nan}
     return {"n": int(len(v)), "mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
             "min": float(v.min()), "max": float(v.max())}
+
+
+def paired_correctness(pred_a: dict, pred_b: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-image correctness of two runs' stored test predictions ({paths, labels, probs}), aligned by image
+    path. ``None`` when the runs were not evaluated on the same test images (different path sets, duplicate
+    paths, or labels that disagree for the same image), so no paired test is possible."""
+    pa, pb = list(pred_a.get("paths") or []), list(pred_b.get("paths") or [])
+    if not pa or len(pa) != len(pb) or len(set(pa)) != len(pa) or set(pa) != set(pb):
+        return None
+    ya, yb = np.asarray(pred_a["labels"]), np.asarray(pred_b["labels"])
+    qa, qb = np.asarray(pred_a["probs"]), np.asarray(pred_b["probs"])
+    if qa.ndim != 2 or qb.ndim != 2 or len(qa) != len(pa) or len(qb) != len(pb) or len(ya) != len(pa) or len(yb) != len(pb):
+        return None
+    order = {p: i for i, p in enumerate(pb)}
+    idx = np.asarray([order[p] for p in pa])
+    yb, qb = yb[idx], qb[idx]
+    if not np.array_equal(ya, yb):
+        return None
+    return qa.argmax(1) == ya, qb.argmax(1) == yb
+
+
+def fmt_p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "p = –"
+    if p < 0.001:
+        return "p < 0.001"
+    return f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+
+
+def mcnemar_reading(name_a: str, name_b: str, res: dict | None, alpha: float = 0.05) -> str:
+    """A plain-language sentence for one exact McNemar result (``res`` from :func:`mcnemar_exact`);
+    ``res=None`` means the runs were not evaluated on the same images."""
+    head = f"{name_a} vs {name_b}: "
+    if res is None:
+        return head + "not comparable: different test sets"
+    d, a, b, p = res["disagree"], res["a_only"], res["b_only"], res["p_value"]
+    if d == 0:
+        return head + f"they agree on every image, {fmt_p(p)} — no evidence that either is better"
+    detail = (f"they disagree on {d} image{'s' if d != 1 else ''} "
+              f"({name_a} alone right on {a}, {name_b} alone right on {b}), {fmt_p(p)}")
+    if p < alpha:
+        better = name_a if a > b else name_b
+        return head + detail + f" — evidence that {better} is better on these test images"
+    return head + detail + " — no evidence that either is better"
+
+
+def interval_width(accuracy: float, n: int, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(low, high, width) of the Wilson interval at an observed accuracy over n images (fractions)."""
+    lo, hi = wilson_interval(round(accuracy * n), n, confidence)
+    return lo, hi, hi - lo

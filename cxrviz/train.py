@@ -252,7 +252,7 @@ def predict_probs(model: nn.Module, images: torch.Tensor, pre: Preprocess, devic
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, images: torch.Tensor, pre: Preprocess, device: torch.device,
-                   batch_size: int = 64, max_images: int = 512) -> bool:
+                   batch_size: int = 64, max_images: int = 192) -> bool:
     """"Precise BN": replace the running BatchNorm statistics by their exact average over (up to
     ``max_images``) un-augmented training images. With ~8 steps per epoch the usual exponential average
     still remembers the first steps' activations for many epochs, and an eval-mode model then predicts one
@@ -266,7 +266,10 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, pre: Preprocess, devi
         b.momentum = None  # cumulative average over this pass
     model.train()
     amp = device.type == "cuda"
-    n = min(len(images), max_images)
+    if len(images) > max_images:  # a fixed, class-balanced-in-expectation subset (files are class-ordered)
+        idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:max_images]
+        images = images[idx.to(images.device)]
+    n = len(images)
     bs = max(2, batch_size)
     for i in range(0, n - 1, bs):
         x = pre(images[i:min(i + bs, n)])
@@ -427,7 +430,8 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
     t_total = time.perf_counter() - t0
     timings = {"data_s": t_data, "train_s": t_train, "eval_s": t_eval, "total_s": t_total,
                "train_eval_s": time.perf_counter() - t_start}
-    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    # the model is dropped right after: on the CPU its tensors can be handed over without a copy
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     result = TrainResult(
         config=c.to_dict(), status=status, history=history, batch_losses=batch_losses, evaluation=evaluation,
         predictions=predictions, timings=timings, environment=environment(device),

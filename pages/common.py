@@ -26,15 +26,15 @@ def model_cache() -> ModelCache:
 def _runs_signature() -> tuple:
     root = default_root()
     if not root.is_dir():
-        return ()
-    sig = []
+        return (str(root),)
+    sig = [str(root)]  # the folder itself: copies of one runs folder elsewhere must not share a cache entry
     for d in root.iterdir():
         if not d.name.startswith("."):
             try:
                 sig.append((d.name, d.stat().st_mtime_ns))
             except OSError:
                 pass
-    return tuple(sorted(sig))
+    return (sig[0], *sorted(sig[1:]))
 
 
 @st.cache_resource(max_entries=4)

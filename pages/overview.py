@@ -1,9 +1,119 @@
-"""Placeholder page (being written)."""
+"""Overview: what the app does, and the dataset in use (the built-in synthetic set or a folder the user
+points to): counts per class and split, sample images per class and the original image sizes."""
+from __future__ import annotations
+
+import pandas as pd
 import streamlit as st
 
-from pages.common import dataset_badge, stored_runs
+from cxrviz import charts
+from cxrviz.dashboard import sample_images, size_summary
+from cxrviz.data import image_size_stats
+from pages.common import DATA_KEY, current_dataset, data_path, dataset_badge, set_data_path, stored_runs
+
+SAMPLES_PER_CLASS = 6
+SAMPLE_PX = 160
 
 dataset_badge()
-st.title("Overview")
-runs, problems = stored_runs()
-st.write(f"{len(runs)} stored runs")
+st.title("cxrviz: classic CNNs on chest X-rays")
+st.markdown(
+    "cxrviz trains the classic convolutional networks (LeNet-5, AlexNet, VGG, GoogLeNet, ResNet) on chest "
+    "radiographs of three classes (Covid, Normal, Viral Pneumonia) and ranks them on a leaderboard with honest "
+    "uncertainty. It then explains each model's decisions with Grad-CAM heat maps and compares models image by "
+    "image.")
+runs, _ = stored_runs()
+c1, c2 = st.columns([3, 2], vertical_alignment="center")
+c1.page_link("pages/train.py", label="New here? Open **Train** and click **Quick demo**: a small model trains "
+             "in under a minute.", icon="⚡")
+c2.caption(f"{len(runs)} stored run(s) in the leaderboard.")
+
+
+# ------------------------------------------------------------------------------------------ dataset choice
+def _use_folder() -> None:
+    err = set_data_path(st.session_state.get("ov_path", ""))
+    st.session_state["ov_error"] = err
+
+
+def _use_synthetic() -> None:
+    set_data_path("")
+    st.session_state["ov_path"] = ""
+    st.session_state["ov_error"] = None
+
+
+st.subheader("Dataset")
+if "ov_path" not in st.session_state:
+    st.session_state["ov_path"] = data_path()
+p1, p2, p3 = st.columns([5, 1, 1], vertical_alignment="bottom")
+p1.text_input("Dataset folder", key="ov_path", placeholder="/path/to/Covid19-dataset  (empty: the built-in synthetic set)",
+              help="A folder with train/ and test/ (or val/), one sub-folder per class, e.g. the Kaggle "
+                   "'Covid19 Image Dataset'. Remembered for this browser session.", on_change=_use_folder)
+p2.button("Use folder", on_click=_use_folder, width="stretch", key="ov_use")
+p3.button("Use synthetic", on_click=_use_synthetic, width="stretch", key="ov_synth",
+          disabled=not st.session_state.get(DATA_KEY))
+if st.session_state.get("ov_error"):
+    st.error(st.session_state["ov_error"])
+
+src, err = current_dataset()
+if src is None:
+    st.error(f"Dataset: {err}")
+    st.stop()
+
+if src.synthetic:
+    st.warning("**SYNTHETIC DATA.** These are procedurally generated chest phantoms, not radiographs of patients. "
+               "They let you try every part of the app; accuracies on them say nothing about real X-rays. Point "
+               "to a real dataset folder above to train on real images.", icon="🧪")
+else:
+    st.success(f"Using **{src.name}** at `{src.root}`.")
+
+counts = src.counts()
+n_train = sum(counts.get("train", {}).values())
+n_test = sum(counts.get("test", {}).values())
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Classes", len(src.classes))
+m2.metric("Training images", n_train)
+m3.metric("Test images", n_test)
+m4.metric("Ignored files", len(src.ignored), help="Hidden files, notes and other non-image files that were skipped.")
+if src.ignored:
+    with st.expander(f"{len(src.ignored)} ignored file(s)"):
+        st.write(", ".join(f"`{f}`" for f in src.ignored[:200]))
+
+st.plotly_chart(charts.counts_figure(counts, synthetic=src.synthetic), key="ov_counts",
+                config={"displayModeBar": False})
+
+
+@st.cache_data(max_entries=8, show_spinner="Loading sample images…")
+def _samples(path: str, per_class: int, size: int) -> dict:
+    src_, _ = current_dataset()
+    return sample_images(src_, per_class, size)
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading image headers…")
+def _sizes(path: str) -> list[dict]:
+    src_, _ = current_dataset()
+    return image_size_stats(src_)
+
+
+st.subheader("Sample images per class")
+grid = _samples(data_path(), SAMPLES_PER_CLASS, SAMPLE_PX)
+for cls, items in grid.items():
+    st.markdown(f"**{cls}**" + (" (synthetic)" if src.synthetic else ""))
+    if not items:
+        st.caption("no readable image")
+        continue
+    cols = st.columns(SAMPLES_PER_CLASS)
+    for col, (img, caption) in zip(cols, items):
+        col.image(img, caption=caption, width="stretch", clamp=True)
+
+st.subheader("Image sizes")
+if src.synthetic:
+    st.caption("Synthetic images are rendered directly at the size chosen for training (square, 8-bit "
+               "grayscale), so they have no original size.")
+else:
+    rows = _sizes(data_path())
+    if not rows:
+        st.caption("No image headers could be read (DICOM files are not part of these statistics).")
+    else:
+        s1, s2 = st.columns([3, 2])
+        s1.dataframe(pd.DataFrame(size_summary(rows)), hide_index=True, width="stretch")
+        s2.plotly_chart(charts.size_scatter_figure(rows), key="ov_sizes", config={"displayModeBar": False})
+        st.caption("Every image is converted to grayscale and resized to a square of the chosen size for training; "
+                   "the original sizes above show how much each class is rescaled.")

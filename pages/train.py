@@ -1,9 +1,278 @@
-"""Placeholder page (being written)."""
+"""Train: pick architectures and settings, see the run-time estimate, launch, and watch the jobs live.
+
+Jobs live in the process-wide registry (pages.common.job_registry), never in session state: a reload, a
+second tab or another page shows the same jobs. The live part is one fragment that reruns every second
+while anything is queued or running, and not at all when idle.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pandas as pd
 import streamlit as st
+import torch
 
-from pages.common import dataset_badge, stored_runs
+from cxrviz import charts
+from cxrviz.dashboard import (QUICK_DEMO, arch_catalogue, estimate_job, format_duration, format_params,
+                              long_run_warning, parse_seeds, quick_demo_config, split_sizes)
+from cxrviz.data.augment import AUGMENT_LEVELS
+from cxrviz.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, STOPPED, ConfigError
+from cxrviz.models import FAMILIES, get_spec
+from cxrviz.train import OPTIMIZERS, TrainConfig
+from pages.common import current_dataset, data_path, dataset_badge, job_registry
 
+REFRESH_S = 1.0  # live view refresh while anything runs
+MAX_FINISHED_CARDS = 12  # older finished jobs are listed in a table
+DOUBLE_CLICK_S = 3.0  # the same launch twice within this many seconds is one launch
+STATUS_ICON = {QUEUED: "⏳", RUNNING: "🔄", DONE: "✅", STOPPED: "⏹️", FAILED: "❌", CANCELLED: "🚫"}
+
+reg = job_registry()
 dataset_badge()
 st.title("Train")
-runs, problems = stored_runs()
-st.write(f"{len(runs)} stored runs")
+src, data_err = current_dataset()
+
+
+def _submit(configs: list[TrainConfig], what: str) -> None:
+    """Queue jobs once per click: a rerun or an interrupted rerun reuses the same request id (the registry
+    then returns the earlier jobs), and the same launch again within a few seconds counts as one click."""
+    sig = json.dumps([c.to_dict() for c in configs], sort_keys=True, default=str)
+    last = st.session_state.get("train_last_launch")
+    if last and last[0] == sig and time.time() - last[1] < DOUBLE_CLICK_S:
+        st.toast("Already queued (double click ignored).")
+        return
+    rid = st.session_state.setdefault("train_request_id", uuid.uuid4().hex)
+    try:
+        ids = reg.submit(configs, request_id=rid)
+    except (ConfigError, ValueError) as e:
+        st.error(str(e).splitlines()[0])
+        return
+    st.session_state["train_request_id"] = uuid.uuid4().hex
+    st.session_state["train_last_launch"] = (sig, time.time())
+    if len(ids) > 1:
+        st.session_state["train_overlay"] = ids
+    st.toast(f"Queued {len(ids)} {what} job(s).")
+
+
+# ------------------------------------------------------------------------------------------ quick demo
+if src is None:
+    st.error(f"Dataset: {data_err}")
+    st.page_link("pages/overview.py", label="Choose a dataset on Overview", icon="🏠")
+else:
+    with st.container(border=True):
+        c1, c2 = st.columns([1, 4], vertical_alignment="center")
+        demo = get_spec(QUICK_DEMO["arch"]).display
+        if c1.button("⚡ Quick demo", type="primary", key="quick_demo", width="stretch"):
+            _submit([quick_demo_config(data_path())], "quick demo")
+        c2.markdown(f"**New here?** One click trains {demo} at {QUICK_DEMO['img_size']} px for "
+                    f"{QUICK_DEMO['epochs']} epochs on **{src.label}** and shows its curves below "
+                    f"(under a minute on two CPU cores). Or choose your own settings.")
+
+# ------------------------------------------------------------------------------------------ settings
+if src is not None:
+    st.subheader("New training run")
+    size_now = st.session_state.get("t_img_size") or get_spec("resnet18").recipe.img_size
+    catalogue = arch_catalogue(int(size_now))
+    st.markdown(f"**Architectures** (parameters and forward GFLOPs per image at {int(size_now)} px)")
+    cols = st.columns([1, 1, 2, 1, 2])
+    for fam, col in zip(FAMILIES, cols):
+        col.markdown(f"*{fam}*")
+        for row in (r for r in catalogue if r["family"] == fam):
+            key = f"t_arch_{row['name']}"
+            col.checkbox(row["display"], value=row["name"] == QUICK_DEMO["arch"], key=key,
+                         help=f"{get_spec(row['name']).paper}. Recipe: {row['optimizer']}, lr {row['lr']:g}, "
+                              f"batch {row['batch_size']}, {row['img_size']} px, {row['epochs']} epochs.")
+            col.caption(f"{row['depth']} layers · {format_params(row['params'])} · {row['gflops']:.2f} GFLOPs")
+    chosen = [r["name"] for r in catalogue if st.session_state.get(f"t_arch_{r['name']}")]
+    specs = [get_spec(a) for a in chosen]
+
+    def _recipe(field: str, fmt=str) -> str:
+        vals = {fmt(getattr(s.recipe, field)) for s in specs}
+        if not vals:
+            return "recipe"
+        if len(vals) == 1:
+            return f"recipe: {vals.pop()}"
+        return "recipe: " + ", ".join(f"{fmt(getattr(s.recipe, field))} ({s.display})" for s in specs)
+
+    a, b, c, d = st.columns(4)
+    img_size = a.number_input("Image size (px)", min_value=16, max_value=1024, value=None, step=16, key="t_img_size",
+                              placeholder=_recipe("img_size"), help="Square side in pixels. Empty = each recipe.")
+    epochs = b.number_input("Epochs", min_value=1, max_value=1000, value=None, step=1, key="t_epochs",
+                            placeholder=_recipe("epochs"))
+    batch = c.number_input("Batch size", min_value=2, max_value=1024, value=None, step=8, key="t_batch",
+                           placeholder=_recipe("batch_size"))
+    lr = d.number_input("Learning rate", min_value=1e-6, max_value=10.0, value=None, step=1e-4, format="%g",
+                        key="t_lr", placeholder=_recipe("lr", lambda v: f"{v:g}"))
+    e, f, g, h = st.columns(4)
+    opt_choice = e.selectbox("Optimiser", ["recipe", *OPTIMIZERS], key="t_opt",
+                             format_func=lambda o: _recipe("optimizer") if o == "recipe" else o)
+    augment = f.selectbox("Augmentation", sorted(AUGMENT_LEVELS, key=lambda k: k != "standard"), key="t_aug",
+                          help="standard: random resized crop, ±8° rotation, brightness/contrast jitter; "
+                               "light: milder; none: the images as they are. No horizontal flip (the heart is "
+                               "on the left).")
+    seeds_text = g.text_input("Seeds", value="0", key="t_seeds", help="One or several: 0  ·  0, 1, 2  ·  0-4")
+    devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    device = h.selectbox("Device", devices, key="t_device", help="One worker per device; jobs on a device run "
+                                                                 "one after another.")
+
+    problems: list[str] = []
+    seeds: list[int] = []
+    try:
+        seeds = parse_seeds(seeds_text)
+    except ValueError as err:
+        problems.append(str(err))
+    if not chosen:
+        problems.append("choose at least one architecture")
+    configs: list[TrainConfig] = []
+    for arch in chosen:
+        for seed in seeds:
+            configs.append(TrainConfig(arch=arch, data=data_path() or None, img_size=img_size, epochs=epochs,
+                                       batch_size=batch, lr=lr, optimizer=None if opt_choice == "recipe" else opt_choice,
+                                       augment=augment, seed=seed, device=device))
+    resolved: list[TrainConfig] = []
+    for cfg in configs:
+        try:
+            resolved.append(cfg.resolved())
+        except ConfigError as err:
+            if str(err) not in problems:
+                problems.append(str(err))
+
+    if not problems and resolved:
+        n_train, n_test = split_sizes(src)
+        busy = reg.busy()
+        per_arch = {}
+        for cfg in resolved:
+            if cfg.arch not in per_arch:
+                with st.spinner(f"Timing {get_spec(cfg.arch).display} on this device (once)…"):
+                    per_arch[cfg.arch] = estimate_job(cfg, n_train, n_test, allow_probe=not busy)
+        ests = [per_arch[cfg.arch] for cfg in resolved]
+        plan = pd.DataFrame([{
+            "model": get_spec(cfg.arch).display, "seed": cfg.seed, "size (px)": cfg.img_size, "epochs": cfg.epochs,
+            "batch": cfg.batch_size, "optimiser": cfg.optimizer, "lr": f"{cfg.lr:g}", "augment": cfg.augment,
+            "GFLOPs": round(est.gflops, 3), "per epoch": format_duration(est.epoch_seconds),
+            "estimate": format_duration(est.seconds) + ("" if est.measured else " (rough)"),
+        } for cfg, est in zip(resolved, ests)])
+        st.dataframe(plan, hide_index=True, width="stretch")
+        total = sum(x.seconds for x in ests)
+        device_name = ests[0].device
+        st.caption(f"{len(resolved)} job(s) on {n_train} training and {n_test} test images. Estimated time on "
+                   f"this device ({device_name}): **{format_duration(total)}** in all (jobs run one after another)"
+                   + ("" if not busy else "; rough while other training runs") + ". From a timed training step "
+                   "of each model here, scaled to the chosen size and batch.")
+        warning = long_run_warning(ests)
+        if warning:
+            st.warning(warning, icon="⚠️")
+    for p in problems:
+        st.error(p)
+    label = f"🚀 Launch {len(resolved)} job{'s' if len(resolved) != 1 else ''}" if resolved else "🚀 Launch"
+    if st.button(label, key="t_launch", disabled=bool(problems) or not resolved):
+        _submit(configs, "training")
+
+# ------------------------------------------------------------------------------------------ live view
+st.subheader("Jobs")
+snaps = reg.snapshots()
+busy = any(s.active for s in snaps)
+layout_sig = tuple((s.id, s.active) for s in snaps)
+by_id = {s.id: s for s in snaps}
+
+if not snaps:
+    st.info("No training jobs yet: click **Quick demo**, or choose architectures above and launch. Jobs keep "
+            "running when you reload the page, switch pages or close the tab.")
+else:
+    t1, t2, t3 = st.columns([4, 1, 1], vertical_alignment="bottom")
+    options = [s.id for s in snaps if s.history or s.active]
+    if "train_overlay" in st.session_state:
+        st.session_state["train_overlay"] = [i for i in st.session_state["train_overlay"] if i in options]
+    t1.multiselect("Overlay runs in one chart", options, key="train_overlay", format_func=lambda i: by_id[i].label,
+                   placeholder="choose two or more jobs to compare their curves")
+    if t2.button("⏹ Stop all", disabled=not busy, width="stretch"):
+        reg.stop_all(keep=True)
+        st.rerun()
+    if t3.button("🧹 Clear finished", disabled=all(s.active for s in snaps), width="stretch",
+                 help="Removes finished jobs from this list; their stored runs stay on the leaderboard."):
+        reg.clear_finished()
+        st.rerun()
+
+
+def _figure(s) -> object:
+    """Build a job's chart once per snapshot version (unchanged cards reuse their figure)."""
+    memo = st.session_state.setdefault("_train_figs", {})
+    hit = memo.get(s.id)
+    if hit is None or hit[0] != s.version:
+        hit = memo[s.id] = (s.version, charts.history_figure(charts.series_from_snapshot(s)))
+    return hit[1]
+
+
+def _card(s) -> None:
+    with st.container(border=True, key=f"card_{s.id}"):
+        head, ctrl = st.columns([5, 2], vertical_alignment="top")
+        cfg = s.config
+        head.markdown(f"{STATUS_ICON.get(s.status, '')} **{s.label}** · `{s.status}` · {s.message}")
+        head.caption(f"{cfg['optimizer']} lr {cfg['lr']:g} · batch {cfg['batch_size']} · augment {cfg['augment']} · "
+                     f"{cfg.get('data') or 'synthetic data'} · {cfg['device']} · id {s.id}")
+        if s.status == RUNNING:
+            eta = f" · ETA {format_duration(s.eta)}" if s.eta is not None and s.fraction > 0 else ""
+            st.progress(min(1.0, max(0.0, s.fraction)),
+                        text=f"epoch {s.epoch}/{s.epochs} · {100 * s.fraction:.0f} %{eta} · "
+                             f"elapsed {format_duration(s.elapsed)}")
+            keep = ctrl.toggle("keep partial run", value=True, key=f"keep_{s.id}",
+                               help="On: a stopped run is stored with its epochs so far (marked stopped). "
+                                    "Off: it is discarded.")
+            if ctrl.button("⏹ Stop", key=f"stop_{s.id}", disabled=s.stop_requested, width="stretch"):
+                reg.stop(s.id, keep=keep)
+                st.rerun()
+        elif s.status == QUEUED:
+            ahead = sum(1 for o in reg.snapshots() if o.active and o.created < s.created)
+            st.progress(0.0, text=f"queued: {ahead} job(s) ahead")
+            if ctrl.button("✖ Cancel", key=f"cancel_{s.id}", width="stretch"):
+                reg.stop(s.id, keep=False)
+                st.rerun()
+        else:
+            if ctrl.button("Dismiss", key=f"dismiss_{s.id}", width="stretch",
+                           help="Remove this card; a stored run stays on the leaderboard."):
+                reg.remove(s.id)
+                st.rerun()
+        if s.status == FAILED:
+            st.error(f"Failed: {s.error}")
+        elif s.status == DONE:
+            st.success(f"{s.message} · stored as `{s.run_id}`")
+            st.page_link("pages/leaderboard.py", label="See it on the leaderboard", icon="🏆")
+        elif s.status == STOPPED:
+            st.warning(f"Stopped after {len(s.history)} epoch(s): " + (f"partial run kept as `{s.run_id}` (marked "
+                       "stopped)." if s.run_id else "discarded, nothing stored."))
+        if s.history or s.batch_losses:
+            if s.history:
+                head.caption(f"last epoch ended {time.strftime('%H:%M:%S', time.localtime(s.history[-1]['wall']))}")
+            st.plotly_chart(_figure(s), key=f"chart_{s.id}", config={"displayModeBar": False})
+
+
+@st.fragment(run_every=REFRESH_S if busy else None)
+def live_view() -> None:
+    now = reg.snapshots()
+    if tuple((s.id, s.active) for s in now) != layout_sig:
+        st.rerun()  # a job started, finished or appeared: redraw the page (and stop refreshing when idle)
+    chosen = [s for s in now if s.id in st.session_state.get("train_overlay", [])]
+    if len(chosen) >= 2:
+        st.plotly_chart(charts.history_figure([charts.series_from_snapshot(s) for s in chosen], height=340,
+                                              title="Overlay"), key="overlay_chart", config={"displayModeBar": False})
+    elif len(chosen) == 1:
+        st.caption("Choose at least two jobs to overlay.")
+    for s in now:
+        if s.active:
+            _card(s)
+
+
+live_view()
+
+finished = sorted((s for s in snaps if not s.active), key=lambda s: s.finished or s.created, reverse=True)
+for s in finished[:MAX_FINISHED_CARDS]:
+    _card(s)
+if len(finished) > MAX_FINISHED_CARDS:
+    with st.expander(f"{len(finished) - MAX_FINISHED_CARDS} older finished job(s)"):
+        st.dataframe(pd.DataFrame([{"job": s.label, "status": s.status, "message": s.message, "run": s.run_id}
+                                   for s in finished[MAX_FINISHED_CARDS:]]), hide_index=True)
+memo = st.session_state.get("_train_figs")
+if memo:
+    for jid in [j for j in memo if j not in by_id]:
+        memo.pop(jid, None)

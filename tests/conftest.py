@@ -43,3 +43,30 @@ def tiny_runs(tmp_path_factory, real_data):
         cfg = TrainConfig(arch=arch, data=str(real_data), img_size=64, epochs=2, seed=seed, batch_size=32)
         save_run(train(cfg), root=root)
     return root, list_runs(root)[0]
+
+
+@pytest.fixture(scope="session")
+def mixed_runs(tmp_path_factory, tiny_runs, real_data):
+    """A runs folder mixing datasets and statuses, for leaderboard tests: copies of the 4 ``tiny_runs`` (real
+    data), one real LeNet-5 run stopped after its first epoch, and one LeNet-5 run on the synthetic set.
+    Returns (root, [Run...]). Shared: tests that delete runs must copy it first."""
+    import shutil
+    import threading
+
+    from cxrviz.runs import list_runs, save_run
+    from cxrviz.train import TrainConfig, train
+
+    src_root, runs = tiny_runs
+    root = tmp_path_factory.mktemp("mixed-runs")
+    for r in runs:
+        shutil.copytree(r.path, root / r.id)
+    stop = threading.Event()
+
+    def stop_after_first_epoch(p):
+        if p.kind == "epoch" and p.epoch >= 1:
+            stop.set()
+
+    cfg = TrainConfig(arch="lenet5", data=str(real_data), img_size=32, epochs=3, seed=7, batch_size=32)
+    save_run(train(cfg, callback=stop_after_first_epoch, stop=stop), root=root)
+    save_run(train(TrainConfig(arch="lenet5", data=None, img_size=32, epochs=1, seed=0, batch_size=32)), root=root)
+    return root, list_runs(root)[0]

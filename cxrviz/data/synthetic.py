@@ -49,7 +49,7 @@ __all__ = [
 
 CLASSES = ["Covid", "Normal", "Viral Pneumonia"]
 SYNTHETIC_NAME = "synthetic chest phantoms (built-in)"
-DEFAULT_COUNTS = {"train": 60, "test": 20}  # images per class
+DEFAULT_COUNTS = {"train": 100, "test": 20}  # images per class (~1 s to generate at 128 px)
 DEFAULT_SIZE = 128
 
 COVID, NORMAL, VIRAL = 0, 1, 2
@@ -67,8 +67,8 @@ def _sig(z):
 
 
 def _gauss(d2, w):
-    """exp(-d2 / (2 w^2)), clipped so tiny values do not cost anything."""
-    return np.exp(np.maximum(d2 * _F(-0.5 / (w * w)), _F(-30)))
+    """exp(-d2 / (2 w^2))."""
+    return np.exp(d2 * _F(-0.5 / (w * w)))
 
 
 class _Grid:
@@ -118,20 +118,29 @@ def _fourier_noise(g: _Grid, rng: np.random.Generator, n: int, kmin: float, kmax
 
 def _segments(g: _Grid, x0, y0, ang, length, width, amp):
     """Sum of line segments from (x0, y0) along ``ang``, fading toward the tip."""
-    dx, dy = g.col(np.cos(ang)), g.col(np.sin(ang))
+    ang = np.asarray(ang, np.float64)
+    dx, dy = np.cos(ang), np.sin(ang)
+    x0, y0 = np.asarray(x0, np.float64), np.asarray(y0, np.float64)
     ln = g.col(length)
-    rx, ry = g.x - g.col(x0), g.y - g.col(y0)
-    t = np.clip(rx * dx + ry * dy, 0, ln)
-    ex, ey = rx - t * dx, ry - t * dy
-    w = g.width(width)
-    return (g.col(amp) * (1 - t / ln) * _gauss(ex * ex + ey * ey, w)).sum(axis=0)
+    # along = (p - p0) . d,  perp = (p - p0) x d  (offsets folded into constants)
+    along = g.x * g.col(dx) + (g.y * g.col(dy) - g.col(x0 * dx + y0 * dy))
+    perp = g.x * g.col(dy) - (g.y * g.col(dx) + g.col(x0 * dy - y0 * dx))
+    t = np.clip(along, 0, ln)
+    along -= t  # distance beyond either end
+    perp *= perp
+    along *= along
+    perp += along
+    g_ = _gauss(perp, g.width(width))
+    t *= g.col(-1 / np.asarray(length, np.float64))
+    t += 1  # linear fade toward the tip
+    g_ *= t
+    return np.einsum("k,k...->...", np.asarray(amp, _F).reshape(-1), g_)
 
 
 def _blobs(g: _Grid, cx, cy, sig, amp):
     ex, ey = g.x - g.col(cx), g.y - g.col(cy)
     s = g.col(sig)
-    e = np.maximum((ex * ex + ey * ey) / (-2 * s * s), _F(-30))
-    return (g.col(amp) * np.exp(e)).sum(axis=0)
+    return (g.col(amp) * np.exp((ex * ex + ey * ey) * (_F(-0.5) / (s * s)))).sum(axis=0)
 
 
 def _ellipse_r(g: _Grid, cx, cy, a, b, ang):
@@ -245,7 +254,7 @@ def make_phantom(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     gl = g.subset(idx)
     Ll = L.reshape(-1)[idx]
     lungs_l = {s: lungs[s].reshape(-1)[idx] for s in (-1, 1)}
-    n_v = 10
+    n_v = 7
     vx0, vy0, vang, vlen = [], [], [], []
     for s in (-1, 1):
         hil_x = s * u(0.14, 0.19)
@@ -261,8 +270,8 @@ def make_phantom(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     detail = _segments(gl, vx0, vy0, np.array(vang), vlen, 0.011, np.full(2 * n_v, v_amp))
     detail += _pathology(label, gl, path_rng, lungs_l, lung_par, hil_y, lung_depth)
     # saturate: consolidated lung is at most as dense as soft tissue
-    sat = _F(1.2 * lung_depth)
-    A.reshape(-1)[idx] += sat * (1 - np.exp(detail * _F(-1 / sat))) * Ll
+    sat = _F(1.1 * lung_depth)
+    A.reshape(-1)[idx] += sat * np.tanh(detail * _F(1 / sat)) * Ll
 
     # ---- bones ------------------------------------------------------------------
     t = ax
@@ -308,9 +317,9 @@ def make_phantom(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
         my = u(-0.9, -0.72)
         mk = g.soft(0.045 - np.abs(px - _F(mx)), 0.01) * g.soft(0.06 - np.abs(py - _F(my)), 0.01)
         A = np.maximum(A, mk * _F(0.95))
-    lo, hi = u(-0.06, 0.1), u(0.7, 0.95)
+    lo, hi = u(-0.06, 0.1), u(0.56, 0.8)
     img = np.clip((A - _F(lo)) * _F(1 / (hi - lo)), 1e-6, 1)
-    img = np.exp(np.log(img) * _F(u(0.7, 1.4)))  # gamma
+    img = np.exp(np.log(img) * _F(u(0.75, 1.35)))  # gamma
     blur = u(0.2, 1.1) * size / 128.0
     noise_sd = u(0.008, 0.035)
     # ---- per-pixel randomness last -------------------------------------------------
@@ -343,11 +352,26 @@ def _pathology(label, g: _Grid, rng, lungs, lung_par, hil_y, lung_depth):
     # with perihilar streaky interstitial opacities on the same side
     s = -1 if u() < 0.5 else 1
     cx, cy, a, b, _ = lung_par[s]
-    ox, oy = cx + s * a * u(-0.4, 0.55), cy + b * u(-0.35, 0.65)
-    r = np.sqrt(_ellipse_r(g, ox, oy, u(0.14, 0.24), u(0.12, 0.2), u(0, np.pi)))
-    r *= 1 + _F(0.13) * _fourier_noise(g, rng, 8, 6.0, 14.0)  # irregular border
-    out = _F(u(1.0, 1.4) * lung_depth) * g.soft(1 - r, 0.22) * lungs[s]
-    n = int(rng.integers(7, 12))
+    edge = _fourier_noise(g, rng, 8, 5.0, 12.0)  # irregular border / texture
+    zone = u()
+    if zone < 0.75:
+        # lobar: everything below (lower lobe) or above (upper lobe) an
+        # oblique fissure-like boundary in that lung
+        tilt = u(-0.35, 0.35)
+        if zone < 0.5:
+            fy = cy + b * u(-0.1, 0.3) + tilt * (g.x - _F(cx))
+            region = g.soft(g.y - fy + _F(0.035) * edge, 0.04)
+        else:
+            fy = cy + b * u(-0.15, 0.15) + tilt * (g.x - _F(cx))
+            region = g.soft(fy - g.y + _F(0.035) * edge, 0.04)
+    else:
+        # large focal (round) consolidation
+        ox, oy = cx + s * a * u(-0.3, 0.45), cy + b * u(-0.3, 0.55)
+        r = np.sqrt(_ellipse_r(g, ox, oy, u(0.17, 0.26), u(0.15, 0.24), u(0, np.pi)))
+        region = g.soft(1 - r * (1 + _F(0.12) * edge), 0.2)
+    dens = _F(u(1.1, 1.5) * lung_depth) * (_F(0.85) + _F(0.15) * edge)
+    out = dens * region * lungs[s]
+    n = int(rng.integers(5, 9))
     hil_x = s * u(0.14, 0.2)
     ang = (0.0 if s > 0 else np.pi) + s * u(-1.0, 1.2, n)
     off = u(0.02, 0.08, n)

@@ -1,0 +1,142 @@
+"""Dataset discovery/validation, the decode-once cache and batched augmentation, on real files."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cxrviz.data import (AUGMENT_LEVELS, DatasetError, ImageCache, augment_batch, load_split, open_dataset,
+                         synthetic_source)
+from cxrviz.data.dataset import _SPLIT_MEMO
+
+
+def _mini_dataset(real_data: Path, dst: Path, per_class: int = 3, test_name: str = "test") -> Path:
+    for split, name in (("train", "train"), ("test", test_name)):
+        for c in ("Covid", "Normal", "Viral Pneumonia"):
+            (dst / name / c).mkdir(parents=True)
+            for f in sorted((real_data / split / c).iterdir())[:per_class]:
+                shutil.copy(f, dst / name / c / f.name)
+    return dst
+
+
+def test_kaggle_layout_counts(real_data):
+    src = open_dataset(real_data)
+    assert src.classes == ["Covid", "Normal", "Viral Pneumonia"]
+    assert src.counts() == {"train": {"Covid": 111, "Normal": 70, "Viral Pneumonia": 70},
+                            "test": {"Covid": 26, "Normal": 20, "Viral Pneumonia": 20}}
+    assert not src.synthetic and src.label == "Covid19-dataset"
+
+
+def test_synthetic_default_is_labelled():
+    src = open_dataset(None)
+    assert src.synthetic and "synthetic" in src.label
+    assert src.classes == ["Covid", "Normal", "Viral Pneumonia"]
+    s = load_split(src, "train", 48)
+    assert s.images.dtype == torch.uint8 and s.images.shape[1:] == (1, 48, 48)
+    assert set(s.labels.tolist()) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("make,expect", [
+    (lambda d: d / "missing", "dataset folder not found"),
+    (lambda d: d, "no train/ folder"),
+])
+def test_bad_folders(tmp_path, make, expect):
+    with pytest.raises(DatasetError, match=expect):
+        open_dataset(make(tmp_path))
+
+
+def test_no_test_split_and_class_mismatch_and_empty_class(tmp_path, real_data):
+    root = _mini_dataset(real_data, tmp_path / "ds", per_class=1)
+    shutil.rmtree(root / "test" / "Normal")
+    with pytest.raises(DatasetError, match="different classes.*only in train: \\['Normal'\\]"):
+        open_dataset(root)
+    (root / "test" / "Normal").mkdir()
+    with pytest.raises(DatasetError, match="class 'Normal' has no images in test/"):
+        open_dataset(root)
+    shutil.rmtree(root / "test")
+    with pytest.raises(DatasetError, match="no test/"):
+        open_dataset(root)
+
+
+def test_val_split_junk_and_nested_root(tmp_path, real_data):
+    root = _mini_dataset(real_data, tmp_path / "download" / "Covid19-dataset", per_class=2, test_name="val")
+    (root / "train" / "Covid" / ".DS_Store").write_bytes(b"\0\0junk")
+    (root / "train" / "Covid" / "Thumbs.db").write_bytes(b"junk")
+    (root / "train" / "Covid" / "notes").mkdir()
+    (root / "train" / "Covid" / "notes" / "readme.txt").write_text("hi")
+    (root / "train" / "Normal" / "readme.txt").write_text("not an image")
+    src = open_dataset(tmp_path / "download")  # the folder holding the dataset folder also works
+    assert src.root == root and src.split_dirs["test"] == "val"
+    assert src.counts()["train"]["Covid"] == 2
+    assert any("readme.txt" in i for i in src.ignored) and any("Thumbs.db" in i for i in src.ignored)
+
+
+def test_unreadable_files_reported_and_skipped(tmp_path, real_data):
+    root = _mini_dataset(real_data, tmp_path / "ds", per_class=2)
+    (root / "train" / "Covid" / "broken.png").write_bytes(b"this is not a png")
+    (root / "train" / "Normal" / "empty.jpg").write_bytes(b"")
+    src = open_dataset(root)
+    s = load_split(src, "train", 32, cache=ImageCache(None))
+    assert len(s) == 6
+    assert len(s.errors) == 2 and any("broken.png" in e for e in s.errors) and any("empty.jpg" in e for e in s.errors)
+
+
+def test_decode_once_cache_memory_and_disk(tmp_path, real_data):
+    root = _mini_dataset(real_data, tmp_path / "ds", per_class=2)
+    src = open_dataset(root)
+    cache = ImageCache(tmp_path / "cache")
+    a = load_split(src, "train", 40, cache=cache)
+    assert cache.decodes == 6
+    _SPLIT_MEMO.clear()
+    b = load_split(src, "train", 40, cache=cache)  # memory hit
+    assert cache.decodes == 6 and torch.equal(a.images, b.images)
+    _SPLIT_MEMO.clear()
+    fresh = ImageCache(tmp_path / "cache")  # a "restart": disk hit, nothing decoded
+    c = load_split(src, "train", 40, cache=fresh)
+    assert fresh.decodes == 0 and torch.equal(a.images, c.images)
+    assert len(list((tmp_path / "cache" / "40").glob("*.npy"))) == 6
+    _SPLIT_MEMO.clear()
+    load_split(src, "train", 48, cache=fresh)  # another size is another key
+    assert fresh.decodes == 6
+    # a corrupt cache entry is ignored and rewritten, never trusted
+    victim = next((tmp_path / "cache" / "40").glob("*.npy"))
+    victim.write_bytes(b"garbage")
+    _SPLIT_MEMO.clear()
+    again = ImageCache(tmp_path / "cache")
+    d = load_split(src, "train", 40, cache=again)
+    assert again.decodes == 1 and torch.equal(a.images, d.images)
+
+
+def test_content_keyed_cache_sees_changed_file(tmp_path, real_data):
+    root = _mini_dataset(real_data, tmp_path / "ds", per_class=1)
+    src = open_dataset(root)
+    cache = ImageCache(tmp_path / "cache")
+    a = load_split(src, "train", 32, cache=cache)
+    target = src.files["train"][0][0]
+    other = src.files["train"][1][0]
+    shutil.copy(other, target)  # same name, new content
+    _SPLIT_MEMO.clear()
+    b = load_split(open_dataset(root), "train", 32, cache=cache)
+    assert torch.equal(b.images[0], a.images[1])
+
+
+def test_augment_batch_shapes_range_and_determinism():
+    x = torch.rand(8, 1, 32, 32)
+    cfg = AUGMENT_LEVELS["standard"]
+    a = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    b = augment_batch(x, cfg, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1 and not torch.allclose(a, x)
+    same = augment_batch(x, AUGMENT_LEVELS["none"], torch.Generator().manual_seed(1))
+    assert torch.allclose(same, x, atol=1e-5)
+    assert not cfg.hflip  # a chest is not left-right symmetric
+
+
+def test_synthetic_source_counts():
+    src = synthetic_source()
+    counts = src.counts()
+    assert set(counts) == {"train", "test"} and all(v > 0 for v in counts["train"].values())
+    s = load_split(src, "test", 32)
+    assert len(s) == sum(counts["test"].values())
+    assert np.unique(s.labels.numpy()).tolist() == [0, 1, 2]
