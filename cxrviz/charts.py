@@ -18,8 +18,8 @@ from plotly.subplots import make_subplots
 PALETTE = qualitative.Plotly + qualitative.D3
 STATUS_COLOURS = {"queued": "#8c8c8c", "running": "#1f77b4", "done": "#2ca02c", "stopped": "#ff7f0e",
                   "failed": "#d62728", "cancelled": "#8c8c8c"}
-_LAYOUT = dict(margin=dict(l=10, r=10, t=36, b=10), hovermode="x unified",
-               legend=dict(orientation="h", yanchor="bottom", y=1.08, x=0, font=dict(size=11)))
+_LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified",
+               legend=dict(orientation="h", yanchor="top", y=-0.22, x=0, font=dict(size=11)))
 
 
 @dataclass
@@ -63,8 +63,10 @@ def history_figure(series: list[Series] | Series, *, height: int = 300, show_bat
     With one run, its per-batch training loss is drawn faintly behind the epoch points."""
     if isinstance(series, Series):
         series = [series]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Accuracy (%)"), horizontal_spacing=0.08)
     single = len(series) == 1
+    key_note = "" if single else " (solid: test, dotted: train)"
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss" + key_note, "Accuracy (%)" + key_note),
+                        horizontal_spacing=0.08)
     for i, s in enumerate(series):
         colour = PALETTE[i % len(PALETTE)]
         rows = [r for r in s.history if "epoch" in r]
@@ -82,16 +84,22 @@ def history_figure(series: list[Series] | Series, *, height: int = 300, show_bat
             unit = " %" if scale == 100 else ""
             fmt = ".1f" if scale == 100 else ".3f"
             fig.add_trace(go.Scatter(
-                x=x, y=y, mode="lines+markers", name=name(what), legendgroup=s.label,
+                x=x, y=y, mode="lines+markers", name=s.label if not single else what,
+                legendgroup=None if single else s.label,
                 line=dict(color=colour, width=2 if test else 1.5, dash=None if test else "dot"),
                 marker=dict(size=7 if test else 5), customdata=walls,
-                hovertemplate=f"{name(what)}: %{{y:{fmt}}}{unit} (epoch %{{x}}, ended %{{customdata[1]}})<extra></extra>",
+                hovertemplate=(f"{name(what)}: %{{y:{fmt}}}{unit} (epoch %{{x}}, ended %{{customdata[1]}})"
+                               "<extra></extra>"),
                 meta={"series": s.label, "kind": key}, showlegend=single or key == "test_acc"),
                 row=1, col=col)
-    fig.update_xaxes(title_text="epoch", rangemode="tozero")
+    last = max([r.get("epoch", 0) for s in series for r in s.history]
+               + [max(s.batch_x, default=0) for s in series] + [1])
+    fig.update_xaxes(title_text="epoch", rangemode="tozero", dtick=1 if last <= 12 else None)
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(range=[0, 101], row=1, col=2)
-    fig.update_layout(height=height, title=title, **_LAYOUT)
+    fig.update_layout(height=height, title=dict(text=title, x=0, font=dict(size=14)) if title else None, **_LAYOUT)
+    if title:
+        fig.update_layout(margin=dict(l=10, r=10, t=64, b=10))
     if not any(s.history or s.batch_losses for s in series):
         fig.add_annotation(text="waiting for the first batch…", showarrow=False, xref="paper", yref="paper",
                            x=0.5, y=0.5, font=dict(color="#888"))

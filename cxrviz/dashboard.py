@@ -22,8 +22,8 @@ from .train import TrainConfig, _loss, make_optimizer, select_device
 
 # --------------------------------------------------------------------------------------------- quick demo
 # One click on a fresh machine: a small model on the built-in synthetic set that reaches a visible result
-# in well under a minute on 2 CPU cores (measured by benchmarks/tests; see the Train page's caption).
-QUICK_DEMO = {"arch": "resnet18", "img_size": 48, "epochs": 6, "batch_size": 32, "augment": "light"}
+# (> 90 % test accuracy) in well under a minute on 2 CPU cores; benchmarks/quick_demo.py measures it.
+QUICK_DEMO = {"arch": "lenet5", "img_size": 64, "epochs": 20, "lr": 4e-3, "augment": "light"}
 
 
 def quick_demo_config(data: str | None = None, seed: int = 0) -> TrainConfig:
@@ -101,6 +101,11 @@ def format_params(n: int) -> str:
     return f"{n / 1e6:.1f} M" if n >= 1e6 else f"{n / 1e3:.0f} k"
 
 
+def format_gflops(g: float) -> str:
+    """Three significant digits: 19.6, 0.566, 0.00261."""
+    return f"{g:.3g}" if g < 100 else f"{g:.0f}"
+
+
 def format_duration(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "–"
@@ -135,6 +140,11 @@ _SPEEDS: dict[tuple, Speed] = {}
 _PENDING: dict[tuple, threading.Thread] = {}
 _SPEED_LOCK = threading.Lock()  # guards the two dicts
 _PROBE_LOCK = threading.Lock()  # one measurement at a time (two at once would time each other)
+_GENERATION = [0]  # bumped by cancel_probes(): measurements requested before give up and cache nothing
+
+
+class ProbeCancelled(Exception):
+    """A measurement abandoned because training started (it would have timed the contention)."""
 
 
 def _sync(device: torch.device) -> None:
@@ -149,20 +159,25 @@ def _probe_key(arch: str, optimizer: str, device: str, in_channels: int, img_siz
 
 
 def probe_speed(arch: str, optimizer: str, device: str = "auto", in_channels: int = 1,
-                img_size: int = PROBE_MAX_SIZE) -> Speed:
+                img_size: int = PROBE_MAX_SIZE, generation: int | None = None) -> Speed:
     """Time real training steps of ``arch`` on this device at a small size (cached per process).
 
     The first steps of a model in a process are several times slower (kernel selection, allocator and
-    optimiser state warm-up), so a few untimed steps come first; the median of the timed ones is kept."""
+    optimiser state warm-up), so a few untimed steps come first; the fastest timed step is kept (on a
+    shared machine the slower ones measure other programs). Raises ProbeCancelled after cancel_probes()."""
     key = _probe_key(arch, optimizer, device, in_channels, img_size)
     with _SPEED_LOCK:
         if key in _SPEEDS:
             return _SPEEDS[key]
+        if generation is None:
+            generation = _GENERATION[0]
     with _PROBE_LOCK:
         with _SPEED_LOCK:
             if key in _SPEEDS:
                 return _SPEEDS[key]
         name, _, dev_name, _, size, _ = key
+        if _GENERATION[0] != generation:
+            raise ProbeCancelled(f"timing {name} was cancelled")
         dev = torch.device(dev_name)
         cfg = TrainConfig(arch=name, optimizer=optimizer).resolved()
         torch.manual_seed(0)
@@ -174,6 +189,8 @@ def probe_speed(arch: str, optimizer: str, device: str = "auto", in_channels: in
         st: list[float] = []
         t_begin = time.perf_counter()
         for i in range(7):
+            if _GENERATION[0] != generation:
+                raise ProbeCancelled(f"timing {name} was cancelled")
             t0 = time.perf_counter()
             loss, _ = _loss(model(x), y, cfg)
             opt.zero_grad(set_to_none=True)
@@ -187,8 +204,7 @@ def probe_speed(arch: str, optimizer: str, device: str = "auto", in_channels: in
             if i >= 4 and time.perf_counter() - t_begin > 20:  # a huge model on a slow device: enough
                 break
         warm = 3 if len(fb) > 4 else 1
-        speed = Speed(name, dev_name, size, PROBE_BATCH, statistics.median(fb[warm:]), statistics.median(st[warm:]),
-                      time.time())
+        speed = Speed(name, dev_name, size, PROBE_BATCH, min(fb[warm:]), min(st[warm:]), time.time())
         del model, opt, x
         with _SPEED_LOCK:
             _SPEEDS[key] = speed
@@ -204,18 +220,29 @@ def request_probe(arch: str, optimizer: str, device: str = "auto", in_channels: 
             return _SPEEDS[key]
         t = _PENDING.get(key)
         if t is None or not t.is_alive():
+            generation = _GENERATION[0]  # a cancel from now on applies to this request
+
             def run() -> None:
                 try:
-                    probe_speed(arch, optimizer, device, in_channels, img_size)
+                    probe_speed(arch, optimizer, device, in_channels, img_size, generation)
                 except Exception:  # noqa: BLE001 - a failed probe only leaves the rough estimate
                     pass
                 finally:
                     with _SPEED_LOCK:
                         _PENDING.pop(key, None)
 
-            t = _PENDING[key] = threading.Thread(target=run, name=f"cxrviz-probe-{key[0]}", daemon=True)
+            # not a daemon: the interpreter lets a probe (seconds) finish at exit instead of killing it
+            # inside a torch kernel, which aborts the process
+            t = _PENDING[key] = threading.Thread(target=run, name=f"cxrviz-probe-{key[0]}", daemon=False)
             t.start()
     return None
+
+
+def cancel_probes() -> None:
+    """Abandon measurements in flight (call before training starts: they would time the contention and
+    slow the training); a later estimate starts them again."""
+    with _SPEED_LOCK:
+        _GENERATION[0] += 1
 
 
 def probes_pending() -> bool:
@@ -328,7 +355,8 @@ def long_run_warning(estimates: list[Estimate]) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- dataset views
-def sample_images(source: DatasetSource, per_class: int = 6, size: int = 160) -> dict[str, list[tuple[np.ndarray, str]]]:
+def sample_images(source: DatasetSource, per_class: int = 6,
+                  size: int = 160) -> dict[str, list[tuple[np.ndarray, str]]]:
     """A few training images per class as uint8 HxW arrays with a caption (evenly spread over the class)."""
     out: dict[str, list[tuple[np.ndarray, str]]] = {c: [] for c in source.classes}
     if source.synthetic:

@@ -43,8 +43,7 @@ from .predict import (ImageInput, Prediction, fast_inference, gray_for, input_te
 from .runs import Run, RunError, load_model
 
 __all__ = ["CAM_METHODS", "SLOW_METHODS", "CLASS_AGNOSTIC", "GRADIENT_METHODS", "ExplainError", "Explanation",
-           "compute_cam", "overlay", "display_image", "explain_runs", "side_by_side_png", "misclassified",
-           "cam_stats"]
+           "compute_cam", "overlay", "display_image", "explain_runs", "side_by_side_png", "misclassified"]
 
 CAM_METHODS: dict[str, type] = {
     "GradCAM": GradCAM,
@@ -106,7 +105,7 @@ def _cam_with_logits(model: nn.Module, target_layer, x: torch.Tensor, target_cla
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or x.shape[0] != 1:
         raise ExplainError(f"expected one input image as a [1, C, H, W] tensor, got {tuple(getattr(x, 'shape', ()))}")
     layer = _resolve_layer(model, target_layer)
-    x = nhwc(x.float())
+    x = nhwc(x if x.is_floating_point() else x.float())
     with model_lock(model):
         _prepare(model)
         fast_inference(model)
@@ -164,18 +163,6 @@ def compute_cam(model: nn.Module, target_layer, input_tensor: torch.Tensor, targ
     module; ``target_class`` None means the model's own prediction. ``progress(done, total)`` is called per
     ScoreCAM batch (``batch_size`` masked inputs per forward pass)."""
     return _cam_with_logits(model, target_layer, input_tensor, target_class, method, progress, batch_size)[0]
-
-
-def cam_stats(cam: np.ndarray) -> dict:
-    """Where the map puts its mass: mean, share of the image above 0.5, centre of mass (fractions)."""
-    c = np.asarray(cam, dtype=np.float64)
-    tot = c.sum()
-    if tot <= 0:
-        return {"mean": 0.0, "hot_fraction": 0.0, "cy": 0.5, "cx": 0.5, "flat": True}
-    ys, xs = np.indices(c.shape)
-    return {"mean": float(c.mean()), "hot_fraction": float((c > 0.5).mean()),
-            "cy": float((ys * c).sum() / tot / max(1, c.shape[0] - 1)),
-            "cx": float((xs * c).sum() / tot / max(1, c.shape[1] - 1)), "flat": bool(c.std() < 1e-6)}
 
 
 # --------------------------------------------------------------------------------------------- images
@@ -243,8 +230,9 @@ def explain_runs(image, runs: list[Run], model_loader=None, method: str = "GradC
                  target: str | None = None, *, alpha: float = 0.5, display_size: int = DISPLAY_SIZE,
                  progress: Callable[[int, int, int], None] | None = None,
                  batch_size: int = 32) -> list[Explanation]:
-    """CAM of every run on one image (an ImageInput, or a decoded uint8 array). ``target`` None explains each model's own prediction; a class
-    name explains that class for every model (the fair comparison). Each run gets its own preprocessing.
+    """CAM of every run on one image (an ImageInput, or a decoded uint8 array). ``target`` None explains each
+    model's own prediction; a class name explains that class for every model (the fair comparison). Each run
+    gets its own preprocessing.
     ``model_loader(run) -> (model, pre)`` (the app's cache); ``progress(run_index, done, total)`` reports
     ScoreCAM batches. A run that fails (unloadable weights, unknown class) gets an ``error``, the others
     still come back."""

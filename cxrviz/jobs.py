@@ -317,10 +317,18 @@ class JobRegistry:
             del self._jobs[j.id]
 
     # ------------------------------------------------------------------ read
-    def snapshots(self) -> list[JobSnapshot]:
+    def snapshots(self, active_only: bool = False) -> list[JobSnapshot]:
+        """Every job (oldest first), or only the queued and running ones."""
         with self._lock:
             jobs = list(self._jobs.values())
-        return [j.snapshot() for j in jobs]
+        return [j.snapshot() for j in jobs if not active_only or j.status in ACTIVE]
+
+    def layout(self) -> tuple[tuple[str, bool], ...]:
+        """(id, active) of every job: a cheap way for a page to notice that a job appeared, started or
+        ended without copying every history."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        return tuple((j.id, j.status in ACTIVE) for j in jobs)
 
     def get(self, job_id: str) -> JobSnapshot:
         with self._lock:

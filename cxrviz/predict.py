@@ -161,23 +161,6 @@ class ModelCache:
 
 
 # ------------------------------------------------------------------ inputs and per-run error handling
-def predict_runs(gray: np.ndarray, runs: list[Run], model_loader=None) -> tuple[list[Prediction], list[tuple[Run, str]]]:
-    """Like ``predict_image``, but a run that cannot be used (corrupt weights, deleted meanwhile) is
-    reported as (run, one-line reason) instead of stopping the others."""
-    from .runs import RunError
-
-    loader = model_loader or (lambda r: load_model(r))
-    preds, errors = [], []
-    for r in runs:
-        try:
-            model, pre = loader(r)
-            preds.append(predict_with_model(gray, r, model, pre))
-        except (RunError, RuntimeError, ValueError, OSError) as e:
-            msg = " ".join(str(e).split())[:300] or type(e).__name__
-            errors.append((r, msg))
-    return preds, errors
-
-
 SYNTHETIC_VIEW_SIZE = 256  # synthetic test images are rendered at this size for viewing and predicting
 VIEW_SIZE = 448  # decoded size (at least) for display and CAM overlays
 
@@ -255,7 +238,7 @@ def predict_runs(image, runs: list[Run], model_loader=None) -> tuple[list[Predic
     return preds, errors
 
 
-def test_split_items(source) -> list[tuple[str, str]]:
+def list_test_images(source) -> list[tuple[str, str]]:
     """(name, true class) of every test image of a dataset (``cxrviz.data.DatasetSource``)."""
     from .data import load_split
 
@@ -273,7 +256,7 @@ def test_split_items(source) -> list[tuple[str, str]]:
     return out
 
 
-def test_split_image(source, index: int) -> ImageInput:
+def get_test_image(source, index: int) -> ImageInput:
     """Test image ``index`` of a dataset; raises ImageDecodeError (one line) if unreadable."""
     from .data import load_split
 

@@ -5,10 +5,12 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cxrviz.data import MAX_UPLOAD_BYTES, ImageDecodeError
-from cxrviz.predict import ImageInput, agreement, best_runs, predict_runs, test_split_image, test_split_items
+from cxrviz.predict import ImageInput, agreement, best_runs, predict_runs, get_test_image, list_test_images
 from pages.common import current_dataset, dataset_badge, model_cache, stored_runs
 
-UPLOAD_TYPES = ["png", "jpg", "jpeg", "dcm", "dicom", "tif", "tiff", "bmp", "webp"]
+# No ``type=`` filter on the uploader: DICOM exports often have no extension (IM000001), and whatever
+# arrives, the decoder answers with a one-line message ("not an image", "truncated", ...).
+FORMATS = "PNG, JPEG (8/16-bit; grey, RGB, RGBA, palette), DICOM (.dcm or no extension), TIFF, BMP, WebP"
 HANDOFF = "explain_input"  # session_state: the image and runs handed to the Explain page
 COLS = 4
 
@@ -39,7 +41,7 @@ def load_upload(data: bytes, name: str):
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _test_image(root: str, index: int, _src):
     try:
-        return test_split_image(_src, index), None
+        return get_test_image(_src, index), None
     except ImageDecodeError as e:
         return None, str(e)
 
@@ -72,8 +74,7 @@ def choose_image(prefix: str):
     how = st.radio("Image", ["Upload a radiograph", "Pick from the test split"], horizontal=True,
                    key=f"{prefix}_how", label_visibility="collapsed")
     if how.startswith("Upload"):
-        up = st.file_uploader(f"PNG, JPEG (8/16-bit, grey, RGB, RGBA, palette) or DICOM, up to "
-                              f"{MAX_UPLOAD_BYTES // 2**20} MB", type=UPLOAD_TYPES, key=f"{prefix}_upload",
+        up = st.file_uploader(f"Radiograph: {FORMATS}; up to {MAX_UPLOAD_BYTES // 2**20} MB", key=f"{prefix}_upload",
                               max_upload_size=MAX_UPLOAD_BYTES // 2**20)
         if up is None:
             return None, None, None
@@ -82,10 +83,10 @@ def choose_image(prefix: str):
     src, err = current_dataset()
     if err:
         return None, None, err
-    items = test_split_items(src)
+    items = list_test_images(src)
     if not items:
         return None, None, f"the dataset {src.label} has no test images"
-    i = st.selectbox(f"Test image of {src.label} ({len(items)})", range(len(items)),
+    i = st.selectbox(f"Test image ({len(items)} in {src.label})", range(len(items)),
                      format_func=lambda k: f"{items[k][0]}  (true: {items[k][1]})", key=f"{prefix}_pick")
     img, err = _test_image(str(src.root), int(i), src)
     return img, f"test:{src.root}:{i}", err

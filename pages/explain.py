@@ -1,9 +1,244 @@
-"""Placeholder page (being written)."""
+"""Explain: class activation maps (grad-cam package) of every selected run, side by side; the
+misclassified test images of one run with their CAMs."""
+import hashlib
+
 import streamlit as st
 
-from pages.common import dataset_badge, stored_runs
+from cxrviz.data import MAX_UPLOAD_BYTES, ImageDecodeError
+from cxrviz.explain import (CAM_METHODS, CLASS_AGNOSTIC, SLOW_METHODS, explain_runs, misclassified, overlay,
+                            side_by_side_png)
+from cxrviz.predict import ImageInput, best_runs, stored_test_image, get_test_image, list_test_images
+from pages.common import current_dataset, dataset_badge, model_cache, stored_runs
 
+# No ``type=`` filter on the uploader: DICOM exports often have no extension (IM000001), and whatever
+# arrives, the decoder answers with a one-line message ("not an image", "truncated", ...).
+FORMATS = "PNG, JPEG (8/16-bit; grey, RGB, RGBA, palette), DICOM (.dcm or no extension), TIFF, BMP, WebP"
+HANDOFF = "explain_input"  # set by the Compare page
+COLS = 4
+METHOD_HELP = {
+    "GradCAM": "channel weights = mean gradient of the class score (Selvaraju et al. 2017)",
+    "GradCAM++": "weights from higher-order gradient terms; better for several instances (Chattopadhay et al. 2018)",
+    "EigenCAM": "first principal component of the activations: class-agnostic, no gradients (Muhammad & Yeasin 2020)",
+    "LayerCAM": "element-wise positive gradients × activations (Jiang et al. 2021)",
+    "ScoreCAM": "each channel's mask is scored by a forward pass: gradient-free but slow (Wang et al. 2020)",
+}
+
+
+def release_deleted(runs) -> None:
+    cache, ids = model_cache(), {r.id for r in runs}
+    for rid in set(cache.ids()) - ids:
+        cache.release(rid)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _decode_upload(digest: str, data: bytes, name: str):
+    try:
+        return ImageInput(data=data, name=name), None
+    except ImageDecodeError as e:
+        return None, str(e)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _test_image(root: str, index: int, _src):
+    try:
+        return get_test_image(_src, index), None
+    except ImageDecodeError as e:
+        return None, str(e)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _stored_image(path: str, true_class: str):
+    try:
+        return stored_test_image(path, true_class), None
+    except ImageDecodeError as e:
+        return None, str(e)
+
+
+def choose_image():
+    """The image: handed over from Compare, uploaded here, or a test-split pick -> (img, key, error)."""
+    handoff = st.session_state.get(HANDOFF)
+    options = (["From Compare"] if handoff else []) + ["Upload a radiograph", "Pick from the test split"]
+    how = st.radio("Image", options, horizontal=True, key="explain_how", label_visibility="collapsed")
+    if how == "From Compare":
+        return handoff["image"], handoff["key"], None
+    if how.startswith("Upload"):
+        up = st.file_uploader(f"Radiograph: {FORMATS}; up to {MAX_UPLOAD_BYTES // 2**20} MB", key="explain_upload",
+                              max_upload_size=MAX_UPLOAD_BYTES // 2**20)
+        if up is None:
+            return None, None, None
+        data = up.getvalue()
+        if len(data) > MAX_UPLOAD_BYTES:
+            return None, None, f"{up.name}: file too large ({len(data) / 2**20:.1f} MB)"
+        digest = hashlib.sha1(data).hexdigest()
+        img, err = _decode_upload(digest, data, up.name)
+        return img, f"upload:{digest}", err
+    src, err = current_dataset()
+    if err:
+        return None, None, err
+    items = list_test_images(src)
+    if not items:
+        return None, None, f"the dataset {src.label} has no test images"
+    i = st.selectbox(f"Test image ({len(items)} in {src.label})", range(len(items)),
+                     format_func=lambda k: f"{items[k][0]}  (true: {items[k][1]})", key="explain_pick")
+    img, err = _test_image(str(src.root), int(i), src)
+    return img, f"test:{src.root}:{i}", err
+
+
+def run_label(runs):
+    labels = [r.label for r in runs]
+    by_id = {r.id: r for r in runs}
+
+    def fmt(rid):
+        r = by_id[rid]
+        acc = f"{100 * r.accuracy:.1f} %" if r.evaluation else r.status
+        return f"{r.label} — {acc}" + (f" · {rid[-4:]}" if labels.count(r.label) > 1 else "")
+
+    return by_id, fmt
+
+
+def compute(img, key, runs, method, target, store_key, limit=8):
+    """CAMs for (image, runs, method, target), kept in the session; ScoreCAM shows a progress bar."""
+    store = st.session_state.setdefault(store_key, {})
+    k = (key, tuple(r.id for r in runs), method, target)
+    if k in store:
+        return store[k]
+    if len(store) > limit:
+        store.clear()
+    if method in SLOW_METHODS:
+        bar = st.progress(0.0, text=f"{method}: starting...")
+        n = len(runs)
+
+        def progress(i, done, total):
+            bar.progress(min(1.0, (i + done / total) / n),
+                         text=f"{method}: model {i + 1} of {n}, batch {done} of {total}")
+
+        exs = explain_runs(img, runs, model_cache().get, method, target, progress=progress)
+        bar.empty()
+    else:
+        with st.spinner(f"{method}..."):
+            exs = explain_runs(img, runs, model_cache().get, method, target)
+    store[k] = exs
+    return exs
+
+
+def show_grid(img, exs, alpha):
+    shown = img.gray()
+    for start in range(0, len(exs), COLS):
+        cols = st.columns(COLS)
+        for col, ex in zip(cols, exs[start:start + COLS]):
+            with col:
+                st.markdown(f"**{ex.label}**")
+                if not ex.ok:
+                    st.error(ex.error)
+                    continue
+                p = ex.prediction
+                what = f"CAM for **{ex.target}**" if ex.target else "class-agnostic map"
+                st.image(overlay(shown, ex.cam, alpha), width="stretch")
+                st.caption(f"says {p.predicted} ({100 * p.confidence:.1f} %) · {what} · {ex.cam_ms:.0f} ms")
+
+
+# ------------------------------------------------------------------------------------------ page
 dataset_badge()
 st.title("Explain")
+st.caption("Class activation maps through the `grad-cam` package, computed on a loaded copy of each stored run "
+           "(never on a model that is training), at the layer the registry names for each architecture.")
+
 runs, problems = stored_runs()
-st.write(f"{len(runs)} stored runs")
+release_deleted(runs)
+if not runs:
+    st.info("No stored runs yet: train a model on the **Train** page (or `python -m cxrviz train --arch "
+            "resnet18`), then come back to explain its predictions.")
+    st.stop()
+by_id, fmt = run_label(runs)
+
+
+def image_section() -> None:
+    handoff = st.session_state.get(HANDOFF)
+    default = [i for i in (handoff or {}).get("runs", []) if i in by_id] or [r.id for r in best_runs(runs)] \
+        or [runs[0].id]
+    ids = st.multiselect("Runs", list(by_id), default=default, format_func=fmt, key="explain_runs")
+    selected = [by_id[i] for i in ids if i in by_id]
+
+    c1, c2, c3 = st.columns([2, 3, 2])
+    method = c1.selectbox("Method", list(CAM_METHODS), key="explain_method")
+    classes = list(dict.fromkeys(c for r in (selected or runs) for c in r.classes))
+    tmode = c2.radio("Target class", ["Each model's own prediction", "One class for all models"],
+                     key="explain_tmode", disabled=method in CLASS_AGNOSTIC,
+                     help="A fixed class is the fair comparison: every map answers the same question.")
+    target = None
+    if tmode.startswith("One") and method not in CLASS_AGNOSTIC:
+        target = c2.selectbox("Class", classes, key="explain_class")
+    alpha = c3.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="explain_alpha")
+    st.caption(f"**{method}**: {METHOD_HELP[method]}.")
+    if method in SLOW_METHODS:
+        st.warning(f"{method} is slow: one forward pass per channel of the target layer (512 for ResNet-18 and "
+                   "VGG, 1024 for GoogLeNet), i.e. minutes on a CPU for large models.")
+
+    img, key, err = choose_image()
+    if err:
+        st.error(err)
+        return
+    if img is None:
+        st.info("Upload a radiograph, pick a test image, or come here from **Compare**.")
+        return
+    if not selected:
+        st.warning("Select at least one run.")
+        return
+    done = (key, tuple(r.id for r in selected), method, target) in st.session_state.get("_explain_cams", {})
+    if method in SLOW_METHODS and not done and not st.button(f"Compute {method}", key="explain_go_slow"):
+        return
+    exs = compute(img, key, selected, method, target, "_explain_cams")
+    st.image(img.gray(), caption=f"{img.name}" + (f" · true: {img.true_class}" if img.true_class else ""), width=220)
+    show_grid(img, exs, alpha)
+    if any(e.ok for e in exs):
+        what = (f"target {target} for all models" if target else
+                "class-agnostic" if method in CLASS_AGNOSTIC else "each model's own prediction")
+        st.download_button("Download the side-by-side figure (PNG)",
+                           side_by_side_png(img, exs, alpha, title=f"{img.name} · {method} · {what}"),
+                           file_name=f"cam-{method.lower().replace('+', 'pp')}.png", mime="image/png",
+                           key="explain_png", on_click="ignore")
+
+
+def gallery_section() -> None:
+    gid = st.selectbox("Run", list(by_id), format_func=fmt, key="gallery_run")
+    run = by_id[gid]
+    wrong = misclassified(run)
+    n_test = run.evaluation["n"] if run.evaluation else None
+    of = f" of {n_test}" if n_test else ""
+    if not wrong:
+        st.success(f"{run.label}: no misclassified test images{of}.")
+        return
+    st.write(f"**{len(wrong)}{of}** test images misclassified by {run.label}, most confident mistakes first "
+             "(probabilities as stored with the run).")
+    g1, g2, g3, g4 = st.columns([2, 2, 2, 2])
+    gmethod = g1.selectbox("Method", [m for m in CAM_METHODS if m not in SLOW_METHODS], key="gallery_method")
+    gtarget = g2.radio("CAM for", ["predicted class", "true class"], key="gallery_target")
+    n_show = g3.slider("Show", 1, min(24, len(wrong)), min(8, len(wrong)), key="gallery_n") if len(wrong) > 1 else 1
+    galpha = g4.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="gallery_alpha")
+    for start in range(0, n_show, COLS):
+        cols = st.columns(COLS)
+        for col, item in zip(cols, wrong[start:min(start + COLS, n_show)]):
+            with col:
+                gimg, gerr = _stored_image(item["path"], item["true"])
+                probs = " · ".join(f"{c} {100 * p:.0f} %" for c, p in zip(run.classes, item["probs"]))
+                if gerr:
+                    st.error(gerr)
+                    continue
+                tgt = item["true"] if gtarget.startswith("true") else None
+                ex = compute(gimg, f"file:{item['path']}", [run], gmethod, tgt, "_gallery_cams", limit=96)[0]
+                if ex.ok:
+                    st.image(overlay(gimg.gray(), ex.cam, galpha), width="stretch")
+                else:
+                    st.error(ex.error)
+                st.caption(f"`{item['name']}`  \ntrue **{item['true']}** → predicted **{item['predicted']}**  \n"
+                           f"{probs}")
+
+
+# stateful tabs: only the open one computes CAMs
+tab_img, tab_gallery = st.tabs(["Image", "Misclassified test images"], key="explain_tab", on_change="rerun")
+if tab_img.open:
+    with tab_img:
+        image_section()
+if tab_gallery.open:
+    with tab_gallery:
+        gallery_section()

@@ -43,7 +43,8 @@ st.subheader("Dataset")
 if "ov_path" not in st.session_state:
     st.session_state["ov_path"] = data_path()
 p1, p2, p3 = st.columns([5, 1, 1], vertical_alignment="bottom")
-p1.text_input("Dataset folder", key="ov_path", placeholder="/path/to/Covid19-dataset  (empty: the built-in synthetic set)",
+p1.text_input("Dataset folder", key="ov_path",
+              placeholder="/path/to/Covid19-dataset  (empty: the built-in synthetic set)",
               help="A folder with train/ and test/ (or val/), one sub-folder per class, e.g. the Kaggle "
                    "'Covid19 Image Dataset'. Remembered for this browser session.", on_change=_use_folder)
 p2.button("Use folder", on_click=_use_folder, width="stretch", key="ov_use")

@@ -15,8 +15,20 @@ import streamlit as st
 import torch
 
 from cxrviz import charts
-from cxrviz.dashboard import (QUICK_DEMO, arch_catalogue, estimate_job, format_duration, format_params,
-                              long_run_warning, parse_seeds, quick_demo_config, split_sizes)
+from cxrviz.dashboard import (
+    QUICK_DEMO,
+    arch_catalogue,
+    cancel_probes,
+    estimate_job,
+    format_duration,
+    format_gflops,
+    format_params,
+    long_run_warning,
+    parse_seeds,
+    probes_pending,
+    quick_demo_config,
+    split_sizes,
+)
 from cxrviz.data.augment import AUGMENT_LEVELS
 from cxrviz.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, STOPPED, ConfigError
 from cxrviz.models import FAMILIES, get_spec
@@ -24,7 +36,9 @@ from cxrviz.train import OPTIMIZERS, TrainConfig
 from pages.common import current_dataset, data_path, dataset_badge, job_registry
 
 REFRESH_S = 1.0  # live view refresh while anything runs
+DEFAULT_ARCH = "resnet18"  # ticked on a fresh page
 MAX_FINISHED_CARDS = 12  # older finished jobs are listed in a table
+MAX_ACTIVE_CARDS = 8  # running and first queued jobs get a card; the rest of the queue is one line
 DOUBLE_CLICK_S = 3.0  # the same launch twice within this many seconds is one launch
 STATUS_ICON = {QUEUED: "⏳", RUNNING: "🔄", DONE: "✅", STOPPED: "⏹️", FAILED: "❌", CANCELLED: "🚫"}
 
@@ -43,6 +57,7 @@ def _submit(configs: list[TrainConfig], what: str) -> None:
         st.toast("Already queued (double click ignored).")
         return
     rid = st.session_state.setdefault("train_request_id", uuid.uuid4().hex)
+    cancel_probes()  # a model being timed now would time the training instead, and slow it
     try:
         ids = reg.submit(configs, request_id=rid)
     except (ConfigError, ValueError) as e:
@@ -65,14 +80,15 @@ else:
         demo = get_spec(QUICK_DEMO["arch"]).display
         if c1.button("⚡ Quick demo", type="primary", key="quick_demo", width="stretch"):
             _submit([quick_demo_config(data_path())], "quick demo")
+        where = "the built-in **synthetic** set" if src.synthetic else f"**{src.name}**"
         c2.markdown(f"**New here?** One click trains {demo} at {QUICK_DEMO['img_size']} px for "
-                    f"{QUICK_DEMO['epochs']} epochs on **{src.label}** and shows its curves below "
-                    f"(under a minute on two CPU cores). Or choose your own settings.")
+                    f"{QUICK_DEMO['epochs']} epochs on {where} and shows its curves below as it learns "
+                    f"(well under a minute on two CPU cores). Or choose your own settings below.")
 
 # ------------------------------------------------------------------------------------------ settings
 if src is not None:
     st.subheader("New training run")
-    size_now = st.session_state.get("t_img_size") or get_spec("resnet18").recipe.img_size
+    size_now = st.session_state.get("t_img_size") or get_spec(DEFAULT_ARCH).recipe.img_size
     catalogue = arch_catalogue(int(size_now))
     st.markdown(f"**Architectures** (parameters and forward GFLOPs per image at {int(size_now)} px)")
     cols = st.columns([1, 1, 2, 1, 2])
@@ -80,10 +96,11 @@ if src is not None:
         col.markdown(f"*{fam}*")
         for row in (r for r in catalogue if r["family"] == fam):
             key = f"t_arch_{row['name']}"
-            col.checkbox(row["display"], value=row["name"] == QUICK_DEMO["arch"], key=key,
+            col.checkbox(row["display"], value=row["name"] == DEFAULT_ARCH, key=key,
                          help=f"{get_spec(row['name']).paper}. Recipe: {row['optimizer']}, lr {row['lr']:g}, "
                               f"batch {row['batch_size']}, {row['img_size']} px, {row['epochs']} epochs.")
-            col.caption(f"{row['depth']} layers · {format_params(row['params'])} · {row['gflops']:.2f} GFLOPs")
+            col.caption(f"{row['depth']} layers · {format_params(row['params'])} · "
+                        f"{format_gflops(row['gflops'])} GFLOPs")
     chosen = [r["name"] for r in catalogue if st.session_state.get(f"t_arch_{r['name']}")]
     specs = [get_spec(a) for a in chosen]
 
@@ -128,7 +145,8 @@ if src is not None:
     for arch in chosen:
         for seed in seeds:
             configs.append(TrainConfig(arch=arch, data=data_path() or None, img_size=img_size, epochs=epochs,
-                                       batch_size=batch, lr=lr, optimizer=None if opt_choice == "recipe" else opt_choice,
+                                       batch_size=batch, lr=lr,
+                                       optimizer=None if opt_choice == "recipe" else opt_choice,
                                        augment=augment, seed=seed, device=device))
     resolved: list[TrainConfig] = []
     for cfg in configs:
@@ -140,29 +158,39 @@ if src is not None:
 
     if not problems and resolved:
         n_train, n_test = split_sizes(src)
-        busy = reg.busy()
-        per_arch = {}
-        for cfg in resolved:
-            if cfg.arch not in per_arch:
-                with st.spinner(f"Timing {get_spec(cfg.arch).display} on this device (once)…"):
-                    per_arch[cfg.arch] = estimate_job(cfg, n_train, n_test, allow_probe=not busy)
-        ests = [per_arch[cfg.arch] for cfg in resolved]
-        plan = pd.DataFrame([{
-            "model": get_spec(cfg.arch).display, "seed": cfg.seed, "size (px)": cfg.img_size, "epochs": cfg.epochs,
-            "batch": cfg.batch_size, "optimiser": cfg.optimizer, "lr": f"{cfg.lr:g}", "augment": cfg.augment,
-            "GFLOPs": round(est.gflops, 3), "per epoch": format_duration(est.epoch_seconds),
-            "estimate": format_duration(est.seconds) + ("" if est.measured else " (rough)"),
-        } for cfg, est in zip(resolved, ests)])
-        st.dataframe(plan, hide_index=True, width="stretch")
-        total = sum(x.seconds for x in ests)
-        device_name = ests[0].device
-        st.caption(f"{len(resolved)} job(s) on {n_train} training and {n_test} test images. Estimated time on "
-                   f"this device ({device_name}): **{format_duration(total)}** in all (jobs run one after another)"
-                   + ("" if not busy else "; rough while other training runs") + ". From a timed training step "
-                   "of each model here, scaled to the chosen size and batch.")
-        warning = long_run_warning(ests)
-        if warning:
-            st.warning(warning, icon="⚠️")
+        # timing a model takes a few seconds: it runs in the background (never while training runs, which
+        # it would slow) and this panel refreshes itself until every figure is measured
+        probe_mode = "off" if reg.busy() else "background"
+        first = [estimate_job(cfg, n_train, n_test, probe=probe_mode) for cfg in resolved]
+        pending = probes_pending() and not all(e.measured for e in first)
+
+        @st.fragment(run_every=0.5 if pending else None)
+        def estimate_panel() -> None:
+            ests = [estimate_job(cfg, n_train, n_test, probe="off") for cfg in resolved]
+            still = probes_pending() and not all(e.measured for e in ests)
+            if pending and not still:
+                st.rerun()  # all measured: redraw once without the refresh timer
+            plan = pd.DataFrame([{
+                "model": get_spec(cfg.arch).display, "seed": cfg.seed, "size (px)": cfg.img_size,
+                "epochs": cfg.epochs, "batch": cfg.batch_size, "optimiser": cfg.optimizer, "lr": f"{cfg.lr:g}",
+                "augment": cfg.augment, "GFLOPs": format_gflops(est.gflops),
+                "per epoch": format_duration(est.epoch_seconds),
+                "estimate": format_duration(est.seconds) + ("" if est.measured else " (rough)"),
+            } for cfg, est in zip(resolved, ests)])
+            st.dataframe(plan, hide_index=True, width="stretch")
+            total = sum(x.seconds for x in ests)
+            how = ("from timed training steps of each model on this device, scaled to the chosen size and batch"
+                   if all(x.measured for x in ests) else
+                   "rough, from FLOPs: " + ("timing the models on this device…" if still else
+                                            "models are timed on this device when no training runs"))
+            st.caption(f"{len(resolved)} job(s) on {n_train} training and {n_test} test images. Estimated time on "
+                       f"this device ({ests[0].device}): **{format_duration(total)}** in all (jobs on one device "
+                       f"run one after another; {how}).")
+            warning = long_run_warning(ests)
+            if warning:
+                st.warning(warning, icon="⚠️")
+
+        estimate_panel()
     for p in problems:
         st.error(p)
     label = f"🚀 Launch {len(resolved)} job{'s' if len(resolved) != 1 else ''}" if resolved else "🚀 Launch"
@@ -173,7 +201,7 @@ if src is not None:
 st.subheader("Jobs")
 snaps = reg.snapshots()
 busy = any(s.active for s in snaps)
-layout_sig = tuple((s.id, s.active) for s in snaps)
+layout_sig = tuple((s.id, s.active) for s in snaps)  # what this run drew; the fragment compares reg.layout()
 by_id = {s.id: s for s in snaps}
 
 if not snaps:
@@ -204,11 +232,12 @@ def _figure(s) -> object:
     return hit[1]
 
 
-def _card(s) -> None:
+def _card(s, ahead: int = 0) -> None:
     with st.container(border=True, key=f"card_{s.id}"):
         head, ctrl = st.columns([5, 2], vertical_alignment="top")
         cfg = s.config
-        head.markdown(f"{STATUS_ICON.get(s.status, '')} **{s.label}** · `{s.status}` · {s.message}")
+        head.markdown(f"{STATUS_ICON.get(s.status, '')} **{s.label}** · `{s.status}`"
+                      + (f" · {s.message}" if s.active else ""))
         head.caption(f"{cfg['optimizer']} lr {cfg['lr']:g} · batch {cfg['batch_size']} · augment {cfg['augment']} · "
                      f"{cfg.get('data') or 'synthetic data'} · {cfg['device']} · id {s.id}")
         if s.status == RUNNING:
@@ -223,7 +252,6 @@ def _card(s) -> None:
                 reg.stop(s.id, keep=keep)
                 st.rerun()
         elif s.status == QUEUED:
-            ahead = sum(1 for o in reg.snapshots() if o.active and o.created < s.created)
             st.progress(0.0, text=f"queued: {ahead} job(s) ahead")
             if ctrl.button("✖ Cancel", key=f"cancel_{s.id}", width="stretch"):
                 reg.stop(s.id, keep=False)
@@ -249,18 +277,30 @@ def _card(s) -> None:
 
 @st.fragment(run_every=REFRESH_S if busy else None)
 def live_view() -> None:
-    now = reg.snapshots()
-    if tuple((s.id, s.active) for s in now) != layout_sig:
-        st.rerun()  # a job started, finished or appeared: redraw the page (and stop refreshing when idle)
-    chosen = [s for s in now if s.id in st.session_state.get("train_overlay", [])]
+    if reg.layout() != layout_sig:
+        st.rerun()  # a job appeared, ended or was removed: redraw the page (and stop refreshing when idle)
+    active = reg.snapshots(active_only=True)
+    chosen = []
+    for jid in st.session_state.get("train_overlay", []):
+        try:
+            chosen.append(reg.get(jid))
+        except KeyError:  # removed in another tab a moment ago
+            pass
     if len(chosen) >= 2:
         st.plotly_chart(charts.history_figure([charts.series_from_snapshot(s) for s in chosen], height=340,
                                               title="Overlay"), key="overlay_chart", config={"displayModeBar": False})
     elif len(chosen) == 1:
         st.caption("Choose at least two jobs to overlay.")
-    for s in now:
-        if s.active:
-            _card(s)
+    for i, s in enumerate(active[:MAX_ACTIVE_CARDS]):
+        _card(s, ahead=i)
+    rest = active[MAX_ACTIVE_CARDS:]
+    if rest:
+        st.caption(f"{len(rest)} more job(s) queued: " + ", ".join(s.label for s in rest[:50])
+                   + (" …" if len(rest) > 50 else ""))
+        if st.button(f"✖ Cancel these {len(rest)} queued job(s)", key="cancel_rest"):
+            for s in rest:
+                reg.stop(s.id, keep=False)
+            st.rerun()
 
 
 live_view()

@@ -70,3 +70,60 @@ def mixed_runs(tmp_path_factory, tiny_runs, real_data):
     save_run(train(cfg, callback=stop_after_first_epoch, stop=stop), root=root)
     save_run(train(TrainConfig(arch="lenet5", data=None, img_size=32, epochs=1, seed=0, batch_size=32)), root=root)
     return root, list_runs(root)[0]
+
+
+def _bad_input_files() -> dict:
+    """Each bad input of the issue as (file name, bytes, a fragment of the expected one-line message)."""
+    import io
+    import struct
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
+
+    def chunk(t: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + t + payload + struct.pack(">I", zlib.crc32(t + payload) & 0xFFFFFFFF)
+
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    y, x = np.mgrid[0:64, 0:64]
+    buf = io.BytesIO()
+    Image.fromarray(((x * 4 + y) % 256).astype(np.uint8)).save(buf, "PNG")
+    png = buf.getvalue()
+
+    def dicom(tsyntax=ExplicitVRLittleEndian, pixels: bool = False) -> bytes:
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = tsyntax
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+        ds.Modality = "DX"
+        if pixels:
+            ds.Rows, ds.Columns, ds.SamplesPerPixel = 16, 16, 1
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+            ds.PixelData = encapsulate([b"\x00garbage\xff" * 10])
+            ds["PixelData"].VR = "OB"
+        out = io.BytesIO()
+        ds.save_as(out, enforce_file_format=True, implicit_vr=False, little_endian=True)
+        return out.getvalue()
+
+    return {
+        "non-image": ("notes.png", b"these are my notes, not a radiograph\n" * 20, "not an image"),
+        "zero-byte": ("empty.jpg", b"", "empty file"),
+        "truncated": ("cut.png", png[: len(png) // 2], "truncated"),
+        "bomb": ("bomb.png", bomb, "decompression bomb"),
+        "dicom-no-pixels": ("report.dcm", dicom(), "no pixel data"),
+        "dicom-bad-syntax": ("odd.dcm", dicom(UID("1.2.3.4.5.6.7"), pixels=True), "cannot decode DICOM transfer syntax"),
+    }
+
+
+@pytest.fixture(scope="session")
+def bad_inputs() -> dict:
+    """{case: (file name, bytes, expected message fragment)} for the issue's bad-input list."""
+    return _bad_input_files()

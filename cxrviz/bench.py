@@ -1,0 +1,314 @@
+"""``python -m cxrviz bench [--quick]``: side-by-side measurements in one run, printed as a table and
+written as JSON.
+
+a. input pipeline: per-epoch time of cxrviz's decode-once cached path vs a naive torchvision
+   ``ImageFolder`` + PIL resize pipeline over the same originals;
+b. trainer overhead: images/s of the deck's four models in the cxrviz trainer vs a bare
+   forward/backward/step loop over the same model, batch size and input size;
+c. end to end: ResNet-18, 20 epochs, 128 px on the real data, whole run including the cache build;
+d. app latencies: upload -> four-model prediction, four-model GradCAM, and the job registry's lag between
+   an epoch's end and its point being visible to the live chart.
+Every figure is measured here, on this machine, in this run; nothing is a stored constant.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "Covid19-dataset"
+
+
+def _machine() -> dict:
+    m = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
+         "torch_threads": torch.get_num_threads(), "platform": platform.platform(terse=True),
+         "processor": platform.processor() or platform.machine()}
+    if torch.cuda.is_available():
+        m["gpu"] = torch.cuda.get_device_name(0)
+    return m
+
+
+# ---------------------------------------------------------------- a. input pipeline
+def bench_input(data: str | None, size: int, epochs: int, batch_size: int = 32) -> dict:
+    """Seconds per epoch: cxrviz (first epoch builds the cache from a cold directory) vs naive decoding."""
+    from cxrviz.data import AUGMENT_LEVELS, ImageCache, augment_batch, load_split, open_dataset
+    from cxrviz.data.dataset import _SPLIT_MEMO
+
+    src = open_dataset(data)
+    if src.synthetic:
+        return {"skipped": "needs a real dataset folder (originals to decode)"}
+    g = torch.Generator().manual_seed(0)
+    aug = AUGMENT_LEVELS["standard"]
+
+    def cached_epoch(cache: ImageCache) -> float:
+        t = time.perf_counter()
+        s = load_split(src, "train", size, cache=cache)
+        perm = torch.randperm(len(s), generator=g)
+        for i in range(0, len(s), batch_size):
+            x = s.images[perm[i:i + batch_size]].float().div_(255)
+            augment_batch(x, aug, g)
+        return time.perf_counter() - t
+
+    with tempfile.TemporaryDirectory() as d:
+        for k in [k for k in _SPLIT_MEMO if k[1] == "train" and k[2] == size]:
+            del _SPLIT_MEMO[k]
+        cache = ImageCache(d)
+        ours = [cached_epoch(cache) for _ in range(epochs)]
+        decodes = cache.decodes
+
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose([transforms.Grayscale(), transforms.Resize((size, size)), transforms.ToTensor()])
+    ds = datasets.ImageFolder(str(src.root / "train"), transform=tf)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=0)
+    naive = []
+    for _ in range(max(2, min(epochs, 3))):
+        t = time.perf_counter()
+        for _x, _y in loader:
+            pass
+        naive.append(time.perf_counter() - t)
+    later = statistics.median(ours[1:]) if len(ours) > 1 else float("nan")
+    naive_epoch = statistics.median(naive)
+    return {"images": len(ds), "size": size, "cxrviz_first_epoch_s": ours[0], "cxrviz_later_epoch_s": later,
+            "cxrviz_decodes": decodes, "naive_epoch_s": naive_epoch,
+            "speedup_after_first": naive_epoch / later if later else float("nan"), "goal_speedup": 50}
+
+
+# ---------------------------------------------------------------- b. trainer overhead
+def bench_overhead(arch: str, size: int, steps: int, batch_size: int, device: str, data: str | None) -> dict:
+    """Images/s of training steps: trainer (measured between batch events, after one warm-up step) vs a
+    bare loop over the same model, batch size, input size and optimiser."""
+    from cxrviz.data import load_split, open_dataset
+    from cxrviz.train import TrainConfig, make_optimizer, select_device, train
+
+    src = open_dataset(data)
+    c = TrainConfig(arch=arch, data=data, img_size=size, epochs=50, batch_size=batch_size, device=device,
+                    precise_bn=False).resolved()
+    n_train = len(load_split(src, "train", size))
+    bs = min(batch_size, n_train)
+    marks: list[float] = []
+    stop = threading.Event()
+
+    def cb(p):
+        if p.kind == "batch":
+            marks.append(time.perf_counter())
+            if len(marks) > steps:
+                stop.set()
+
+    train(c, callback=cb, stop=stop, source=src)
+    # steps 2..N+1 (the first is warm-up); drop any interval that contains an epoch-end evaluation
+    per_step = sorted(b - a for a, b in zip(marks, marks[1:]))
+    trainer_step = statistics.median(per_step)
+
+    dev = select_device(device)
+    torch.manual_seed(0)
+    model = __import__("cxrviz.models", fromlist=["get_spec"]).get_spec(arch).build(3, 1).to(dev).train()
+    opt = make_optimizer(model, c)
+    x = torch.randn(bs, 1, size, size, device=dev)
+    y = torch.randint(0, 3, (bs,), device=dev)
+    cuda = dev.type == "cuda"
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    times = []
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
+            out = model(x)
+            logits = out[0] if isinstance(out, tuple) else out
+            loss = torch.nn.functional.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if cuda:
+            torch.cuda.synchronize()
+        if i:
+            times.append(time.perf_counter() - t)
+    bare_step = statistics.median(times)
+    return {"arch": arch, "size": size, "batch": bs, "steps": steps, "trainer_img_s": bs / trainer_step,
+            "bare_img_s": bs / bare_step, "overhead_pct": 100 * (trainer_step / bare_step - 1), "goal_pct": 10}
+
+
+# ---------------------------------------------------------------- c. end to end
+def bench_end_to_end(data: str | None, arch: str, size: int, epochs: int, device: str) -> dict:
+    from cxrviz.data import ImageCache, load_split, open_dataset
+    from cxrviz.data import cache as cache_mod
+    from cxrviz.data.dataset import _SPLIT_MEMO
+    from cxrviz.train import TrainConfig, train
+
+    src = open_dataset(data)
+    with tempfile.TemporaryDirectory() as d:
+        _SPLIT_MEMO.clear()
+        old = cache_mod._DEFAULT
+        cache_mod._DEFAULT = ImageCache(d)  # cold: the run pays for decoding every original once
+        try:
+            t = time.perf_counter()
+            r = train(TrainConfig(arch=arch, data=data, img_size=size, epochs=epochs, device=device), source=src)
+            wall = time.perf_counter() - t
+        finally:
+            cache_mod._DEFAULT = old
+            _SPLIT_MEMO.clear()
+    del load_split
+    return {"arch": arch, "size": size, "epochs": epochs, "dataset": src.label, "wall_s": wall,
+            "data_s": r.timings["data_s"], "train_s": r.timings["train_s"], "eval_s": r.timings["eval_s"],
+            "test_acc": r.evaluation["accuracy"] if r.evaluation else None, "goal_s": 216}
+
+
+# ---------------------------------------------------------------- d. app latencies
+def bench_app(data: str | None, size: int, archs: list[str], repeats: int) -> dict:
+    """Warm, as the app does it: models loaded once, then upload bytes -> decode -> all predictions, and
+    GradCAM of all models. Untrained weights: the cost does not depend on their values."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from cxrviz.data import decode_image, open_dataset, synthetic
+    from cxrviz.explain import compute_cam
+    from cxrviz.models import get_spec
+    from cxrviz.predict import input_tensor
+    from cxrviz.runs import Run
+    from cxrviz.train import Preprocess
+
+    src = open_dataset(data)
+    if src.synthetic:
+        buf = io.BytesIO()
+        Image.fromarray(synthetic.make_split("test", 1024, n_per_class=1)[0][0]).save(buf, "PNG")
+        blob = buf.getvalue()
+    else:
+        blob = max((p for p, _ in src.files["test"]), key=lambda p: p.stat().st_size).read_bytes()
+    models = []
+    for arch in archs:
+        spec = get_spec(arch)
+        meta = {"config": {"arch": arch, "img_size": size, "in_channels": 1}, "dataset": {"classes": src.classes}}
+        models.append((spec, Run(f"bench-{arch}", Path("."), meta), spec.build(3, 1).eval(), Preprocess(0.5, 0.25, 1)))
+
+    def predict_all() -> None:
+        gray = decode_image(blob, name="upload")
+        with torch.no_grad():
+            for _spec, run, model, pre in models:
+                torch.softmax(model(pre(input_tensor(gray, run))), 1)
+
+    def cam_all() -> None:
+        gray = decode_image(blob, name="upload")
+        for spec, run, model, pre in models:
+            compute_cam(model, spec.target_layer, pre(input_tensor(gray, run)), None, "GradCAM")
+
+    out = {"archs": archs, "size": size}
+    for name, fn in (("predict_all_s", predict_all), ("gradcam_all_s", cam_all)):
+        fn()  # warm-up
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        out[name] = statistics.median(ts)
+    out["goal_predict_s"], out["goal_gradcam_s"] = 1.0, 3.0
+    out["registry_lag_s"] = _registry_lag()
+    np.asarray(0)
+    return out
+
+
+def _registry_lag() -> float:
+    """Median delay between an epoch's end (inside the worker) and a poller seeing it in a snapshot."""
+    from cxrviz.jobs import JobRegistry
+    from cxrviz.train import TrainConfig
+
+    with tempfile.TemporaryDirectory() as d:
+        reg = JobRegistry(root=d)
+        reg.submit([TrainConfig(arch="lenet5", img_size=32, epochs=4, batch_size=32)])
+        seen: dict[int, float] = {}
+        end = time.time() + 120
+        while time.time() < end:
+            for s in reg.snapshots():
+                for row in s.history:
+                    seen.setdefault(row["epoch"], time.time() - row["wall"])
+            if not reg.busy():
+                break
+            time.sleep(0.01)
+        reg.wait(30)
+    return statistics.median(seen.values()) if seen else float("nan")
+
+
+# ---------------------------------------------------------------- driver
+def run_bench(quick: bool, data: str | None, device: str = "auto", out: str | None = None,
+              log=print) -> dict:
+    if data is None and DEFAULT_DATA.is_dir():
+        data = str(DEFAULT_DATA)
+    report: dict = {"quick": quick, "machine": _machine(), "data": data or "synthetic", "started": time.strftime("%F %T")}
+    deck = ["alexnet", "vgg19", "googlenet", "resnet18"]
+    if quick:
+        plan = dict(input=(64, 3), overhead=[("resnet18", 64), ("alexnet", 64)], steps=3, e2e=("lenet5", 48, 2),
+                    app=(["resnet18", "alexnet"], 96, 2))
+    else:
+        plan = dict(input=(128, 4), overhead=[(a, s) for s in (128, 224) for a in deck], steps=4,
+                    e2e=("resnet18", 128, 20), app=(deck, 224, 5))
+    t0 = time.perf_counter()
+    log("a. input pipeline ...")
+    report["input"] = bench_input(data, *plan["input"])
+    log("b. trainer overhead ...")
+    report["overhead"] = []
+    for arch, size in plan["overhead"]:
+        log(f"   {arch} @ {size}px")
+        report["overhead"].append(bench_overhead(arch, size, plan["steps"], 32, device, data))
+    arch, size, epochs = plan["e2e"]
+    log(f"c. end to end: {arch}, {epochs} epochs, {size}px ...")
+    report["end_to_end"] = bench_end_to_end(data, arch, size, epochs, device)
+    log("d. app latencies ...")
+    report["app"] = bench_app(data, plan["app"][1], plan["app"][0], plan["app"][2])
+    report["total_s"] = time.perf_counter() - t0
+    path = Path(out) if out else Path("bench-results") / f"bench{'-quick' if quick else ''}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, path)
+    report["json_path"] = str(path)
+    return report
+
+
+def format_report(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"cxrviz bench{' --quick' if r['quick'] else ''} — {m['processor']}, {m['cpu_count']} CPUs, "
+             f"torch {m['torch']} ({m['torch_threads']} threads){', ' + m['gpu'] if 'gpu' in m else ''}; data: {r['data']}", ""]
+    a = r["input"]
+    if "skipped" in a:
+        lines.append(f"a. input pipeline: skipped ({a['skipped']})")
+    else:
+        lines += [f"a. input pipeline ({a['images']} train images, {a['size']} px), seconds per epoch:",
+                  f"   cxrviz first epoch (cold cache, {a['cxrviz_decodes']} decodes) {a['cxrviz_first_epoch_s']:8.3f}",
+                  f"   cxrviz later epochs (cached + batched augmentation) {a['cxrviz_later_epoch_s']:8.4f}",
+                  f"   naive ImageFolder + PIL resize, every epoch          {a['naive_epoch_s']:8.3f}",
+                  f"   speed-up after the first epoch: {a['speedup_after_first']:.0f}x (goal >= {a['goal_speedup']}x)"]
+    lines += ["", "b. trainer overhead (training steps, images/s):",
+              f"   {'model':<10}{'px':>5}{'batch':>7}{'trainer':>10}{'bare loop':>11}{'overhead':>10}"]
+    for o in r["overhead"]:
+        lines.append(f"   {o['arch']:<10}{o['size']:>5}{o['batch']:>7}{o['trainer_img_s']:>10.1f}{o['bare_img_s']:>11.1f}"
+                     f"{o['overhead_pct']:>9.1f}%")
+    lines.append("   (goal: <= 10 % overhead)")
+    e = r["end_to_end"]
+    acc = f"{100 * e['test_acc']:.1f} %" if e["test_acc"] is not None else "n/a"
+    lines += ["", f"c. end to end: {e['arch']}, {e['epochs']} epochs, {e['size']} px, {e['dataset']}, cold cache: "
+              f"{e['wall_s']:.1f} s = {e['wall_s'] / 60:.2f} min (data {e['data_s']:.1f} s, train {e['train_s']:.1f} s, "
+              f"eval {e['eval_s']:.1f} s), test acc {acc} (goal <= {e['goal_s'] / 60:.1f} min)"]
+    p = r["app"]
+    lines += ["", f"d. app latencies ({', '.join(p['archs'])} at {p['size']} px, warm):",
+              f"   upload -> all predictions {p['predict_all_s']:.3f} s (goal <= {p['goal_predict_s']:.0f} s)",
+              f"   GradCAM of all models     {p['gradcam_all_s']:.3f} s (goal <= {p['goal_gradcam_s']:.0f} s)",
+              f"   epoch end -> visible to the live chart's poll: {1000 * p['registry_lag_s']:.1f} ms in the registry "
+              "(+ up to 1 s fragment period in the page)",
+              "", f"total {r['total_s']:.0f} s; JSON: {r.get('json_path', '-')}"]
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    r = run_bench(args.quick, args.data, args.device, args.out, log=lambda s: print(s, flush=True))
+    print()
+    print(format_report(r))
+    return 0

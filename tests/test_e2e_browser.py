@@ -1,0 +1,175 @@
+"""End to end in a real browser: `streamlit run app.py`, open Train, launch a tiny run on the synthetic
+set, watch its chart gain points and the run finish, reload and still see it. Measures the delay between
+each epoch's end (the job's "wall" timestamp, carried in the chart's customdata) and its point showing
+up in the browser's chart, and saves a screenshot to test-artifacts/e2e_train.png.
+
+Skipped when Playwright or /usr/bin/chromium is missing (CI installs both)."""
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOT = ARTIFACTS / "e2e_train.png"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} not found", allow_module_level=True)
+
+# Records, in the page, when each epoch point (keyed by its wall timestamp) first appears in any chart's
+# test-accuracy trace, and how many points the busiest such trace had over time.
+POLLER = """
+() => {
+  if (window.__cx) return;
+  window.__cx = {seen: {}, counts: []};
+  setInterval(() => {
+    let most = 0;
+    for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+      for (const tr of (gd.data || [])) {
+        if (!tr.meta || tr.meta.kind !== 'test_acc' || !tr.customdata) continue;
+        most = Math.max(most, tr.x ? tr.x.length : 0);
+        for (const cd of tr.customdata) {
+          const w = cd && cd[0];
+          if (w && !(String(w) in window.__cx.seen)) window.__cx.seen[String(w)] = Date.now() / 1000;
+        }
+      }
+    }
+    const c = window.__cx.counts;
+    if (!c.length || c[c.length - 1][1] !== most) c.push([Date.now() / 1000, most]);
+  }, 20);
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("e2e")
+    port = _free_port()
+    env = {**os.environ, "CXRVIZ_CHECKPOINTS": str(tmp / "checkpoints"), "CXRVIZ_CACHE": str(tmp / "cache"),
+           "PYTHONUNBUFFERED": "1"}
+    log = open(tmp / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        end = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > end:
+                raise RuntimeError("streamlit did not start:\n" + (tmp / "streamlit.log").read_text()[-3000:])
+            time.sleep(0.3)
+        yield url, tmp / "checkpoints"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        if proc.returncode not in (0, -15, None):
+            print((tmp / "streamlit.log").read_text()[-3000:])
+
+
+def _wait_idle(page) -> None:
+    """Wait for the current script run to finish (Streamlit's running indicator disappears)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"] img, "
+                           "[data-testid=\"stStatusWidgetRunningIcon\"]')", timeout=60_000)
+
+
+def _checkbox(page, label: str):
+    return page.locator('[data-testid="stCheckbox"]').filter(has=page.get_by_text(label, exact=True)).first
+
+
+def test_train_page_end_to_end(server):
+    url, ckpt = server
+    size, epochs = 64, 6  # a few seconds per epoch on 2 busy cores: long enough to watch
+    label = f"LeNet-5 {size}px e{epochs} s0"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            page.set_default_timeout(60_000)
+            # a newcomer's path: the app opens on Overview (synthetic set), then Train from the sidebar
+            page.goto(url)
+            page.get_by_text("SYNTHETIC DATA").first.wait_for()
+            page.locator(".js-plotly-plot").first.wait_for()  # plotly's bundle is loaded from here on
+            page.locator('[data-testid="stSidebarNav"]').get_by_text("Train", exact=True).click()
+            page.get_by_role("button", name=re.compile("Quick demo")).wait_for()
+            _wait_idle(page)
+            page.evaluate(POLLER)
+
+            # a tiny run: LeNet-5 only, 32 px, 3 epochs, seed 0
+            _checkbox(page, "ResNet-18").locator("label").click()
+            _wait_idle(page)
+            _checkbox(page, "LeNet-5").locator("label").click()
+            _wait_idle(page)
+            for name, value in (("Image size (px)", str(size)), ("Epochs", str(epochs))):
+                box = page.get_by_label(name, exact=True)
+                box.fill(value)
+                box.press("Enter")
+                _wait_idle(page)
+            page.get_by_text(f"per image at {size} px").wait_for()
+            launch = page.get_by_role("button", name=re.compile(r"Launch 1 job"))
+            launch.click()
+
+            card = page.get_by_text(label).first
+            card.wait_for(timeout=60_000)
+            page.get_by_text(re.compile(r"done: test acc")).first.wait_for(timeout=180_000)
+            page.wait_for_timeout(1500)  # let the finished card's chart render
+            cx = page.evaluate("() => window.__cx")
+
+            counts = [n for _, n in cx["counts"]]
+            t0 = cx["counts"][0][0]
+            print("\ntest-accuracy points in the chart over time: "
+                  + ", ".join(f"{n} at +{t - t0:.1f} s" for t, n in cx["counts"]))
+            assert epochs in counts and len([n for n in counts if 0 < n < epochs]) >= 2, \
+                "the chart did not gain points epoch by epoch"
+            delays = [seen - float(w) for w, seen in sorted(cx["seen"].items())]
+            print("epoch end -> point in the browser's chart: " + ", ".join(f"{d:.2f} s" for d in delays)
+                  + f" (mean {sum(delays) / len(delays):.2f} s, max {max(delays):.2f} s)")
+            assert len(delays) == epochs and all(d > -0.5 for d in delays)
+            # refreshed every second while a job runs, plus rendering in a browser on a busy machine
+            assert sorted(delays)[len(delays) // 2] < 2.5 and max(delays) < 10.0
+
+            # the run is on disk for the leaderboard
+            runs = [p for p in ckpt.iterdir() if (p / "run.json").exists()] if ckpt.is_dir() else []
+            assert len(runs) == 1 and runs[0].name.startswith(f"lenet5-{size}px-s0-")
+
+            # jobs live in the server, not the tab: a reload shows the same finished run
+            page.reload()
+            page.get_by_text(label).first.wait_for()
+            page.get_by_text(re.compile(r"done: test acc")).first.wait_for()
+            page.locator(".js-plotly-plot").first.wait_for()
+            _wait_idle(page)
+            assert page.get_by_text(label).count() >= 1
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.set_viewport_size({"width": 1400, "height": 2600})  # Streamlit scrolls inside the page
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            print(f"screenshot: {SCREENSHOT}")
+        finally:
+            browser.close()
