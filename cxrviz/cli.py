@@ -86,6 +86,10 @@ def train_one(config, *, quiet: bool = False, root=None):
     finally:
         for b in bars.values():
             b.close()
+    skipped = result.dataset.get("skipped") or []
+    if skipped:  # unreadable files are left out of training: say so, and which (the run keeps the full list)
+        print(f"warning: skipped {len(skipped)} unreadable file(s): " + "; ".join(skipped[:3])
+              + (" ..." if len(skipped) > 3 else ""), file=sys.stderr)
     return save_run(result, root=root)
 
 
@@ -98,7 +102,7 @@ def _configs(a, archs: list[str]):
         for seed in a.seeds:
             c = TrainConfig(arch=arch, data=a.data, img_size=a.img_size, epochs=a.epochs, seed=seed, device=a.device,
                             batch_size=getattr(a, "batch_size", None), lr=getattr(a, "lr", None),
-                            optimizer=getattr(a, "optimizer", None), augment=getattr(a, "augment", "standard"))
+                            optimizer=getattr(a, "optimizer", None), augment=getattr(a, "augment", None))
             out.append(c.resolved())  # validate every config before the first run starts
     return out
 
@@ -178,7 +182,7 @@ def cmd_evaluate(a) -> int:
 
 
 def cmd_predict(a) -> int:
-    from .predict import agreement, best_runs, predict_image
+    from .predict import agreement, best_runs, predict_runs
 
     gray = decode_image(a.image)
     if a.runs:
@@ -187,7 +191,11 @@ def cmd_predict(a) -> int:
         runs = best_runs(list_runs()[0])
     if not runs:
         raise CLIError("no stored runs yet: train one first, e.g. `python -m cxrviz train --arch resnet18`")
-    preds = predict_image(gray, runs)
+    preds, failures = predict_runs(gray, runs)  # a run with broken weights is named, the others still predict
+    for r, why in failures:
+        print(f"warning: run {r.id} skipped: {why}", file=sys.stderr)
+    if not preds:
+        raise CLIError(f"no usable run: {failures[0][1]}" if failures else "no usable run")
     if a.format == "json":
         print(json.dumps([p.to_dict() for p in preds], indent=2))
         return 0
@@ -242,7 +250,8 @@ def _add_train_args(p: argparse.ArgumentParser, with_arch: bool) -> None:
         p.add_argument("--batch-size", type=_pos_int, default=None)
         p.add_argument("--lr", type=float, default=None)
         p.add_argument("--optimizer", choices=["adamw", "sgd", "adam"], default=None)
-        p.add_argument("--augment", choices=["none", "light", "standard"], default="standard")
+        p.add_argument("--augment", choices=["none", "light", "standard"], default=None,
+                       help="default: the recipe's (light)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -261,7 +261,8 @@ class JobRegistry:
                     job._set(status=FAILED, error=f"could not save the run: {readable_error(e)}",
                              finished=time.time(), message="failed")
                     return
-        msg = "done" if status == DONE else ("stopped, kept" if run_id else "stopped, discarded")
+        msg = "done" if status == DONE else ("stopped, kept" if run_id else "stopped, discarded" if result.history
+                                             else "stopped before the first epoch ended: nothing to keep")
         if result.evaluation and status == DONE:
             msg = f"done: test acc {100 * result.evaluation['accuracy']:.1f} %"
         job._set(status=status, run_id=run_id, finished=time.time(), fraction=1.0 if status == DONE else job.fraction,

@@ -165,6 +165,19 @@ SYNTHETIC_VIEW_SIZE = 256  # synthetic test images are rendered at this size for
 VIEW_SIZE = 448  # decoded size (at least) for display and CAM overlays
 
 
+def view_image(gray: np.ndarray, max_side: int = VIEW_SIZE) -> np.ndarray:
+    """The image to show: longest side at most ``max_side`` (aspect kept). A full-size 8000x8000 upload would
+    otherwise be re-encoded and sent to the browser at 64 M pixels on every rerun."""
+    from PIL import Image
+
+    g = np.asarray(gray)
+    h, w = g.shape[:2]
+    if max(h, w) <= max_side:
+        return g
+    nh, nw = max(1, round(h * max_side / max(h, w))), max(1, round(w * max_side / max(h, w)))
+    return np.asarray(Image.fromarray(g).resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0))
+
+
 def _head(src) -> bytes:
     if isinstance(src, (bytes, bytearray, memoryview)):
         return bytes(src[:3])

@@ -174,13 +174,45 @@ def read_run(path: Path) -> Run:
     return Run(path.name, path, meta)
 
 
+STALE_TMP_S = 3600.0  # a temp folder untouched this long is a crashed write (a real save takes seconds)
+
+
+def cleanup_stale(root: str | os.PathLike | None = None, max_age_s: float = STALE_TMP_S) -> list[str]:
+    """Remove what a killed process left behind: ``.tmp-*`` folders (a save cut short) whose newest entry is
+    older than ``max_age_s`` (a younger one may be another process saving right now) and ``.del-*`` folders
+    (a deletion cut short; already invisible, so removed at any age). Returns the names removed."""
+    root = Path(root) if root else default_root()
+    removed = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for d in entries:
+        if not d.name.startswith((".tmp-", ".del-")) or d.is_symlink() or not d.is_dir():
+            continue
+        if d.name.startswith(".tmp-"):
+            try:
+                newest = max([d.stat().st_mtime] + [f.stat().st_mtime for f in d.iterdir()])
+            except OSError:
+                continue
+            if now - newest < max_age_s:
+                continue
+        shutil.rmtree(d, ignore_errors=True)
+        if not d.exists():
+            removed.append(d.name)
+    return removed
+
+
 def list_runs(root: str | os.PathLike | None = None) -> tuple[list[Run], list[tuple[str, str]]]:
     """All readable runs (newest first) and, separately, (folder, reason) for each unreadable one.
-    Hidden folders (temp writes, deletions in progress) are never listed."""
+    Hidden folders (temp writes, deletions in progress) are never listed; stale ones are removed
+    (:func:`cleanup_stale`)."""
     root = Path(root) if root else default_root()
     runs, problems = [], []
     if not root.is_dir():
         return runs, problems
+    cleanup_stale(root)
     for d in sorted(root.iterdir()):
         if d.name.startswith(".") or not d.is_dir():
             continue

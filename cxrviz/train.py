@@ -51,13 +51,14 @@ class TrainConfig:
     schedule: str | None = None
     warmup_epochs: int | None = None
     label_smoothing: float | None = None
-    augment: str = "standard"  # none | light | standard
+    augment: str | None = None  # none | light | standard; None = the recipe's
     hflip: bool = False
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | mps
     in_channels: int = 1
     aux_weight: float = 0.3  # GoogLeNet auxiliary losses
     precise_bn: bool = True  # re-estimate BatchNorm statistics on the clean train set before each evaluation
+    ema: float | None = None  # exponential moving average of the weights, decay per step (0 = off)
 
     def resolved(self) -> "TrainConfig":
         """Fill unset values from the architecture's recipe and validate everything."""
@@ -65,7 +66,7 @@ class TrainConfig:
         r = spec.recipe
         c = replace(self, arch=spec.name)
         for f in ("img_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "schedule",
-                  "warmup_epochs", "label_smoothing"):
+                  "warmup_epochs", "label_smoothing", "augment", "ema"):
             if getattr(c, f) is None:
                 setattr(c, f, getattr(r, f))
         if c.img_size < spec.min_size:
@@ -82,6 +83,8 @@ class TrainConfig:
             raise ConfigError(f"schedule must be one of {SCHEDULES}, not {c.schedule!r}")
         if c.augment not in AUGMENT_LEVELS:
             raise ConfigError(f"augment must be one of {tuple(AUGMENT_LEVELS)}, not {c.augment!r}")
+        if not 0.0 <= c.ema < 1.0:
+            raise ConfigError(f"ema must be in [0, 1), not {c.ema}")
         if c.in_channels not in (1, 3):
             raise ConfigError("in_channels must be 1 (grayscale) or 3")
         return c
@@ -341,10 +344,17 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
     opt = make_optimizer(model, c)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(c, steps_per_epoch))
     hooks = _install_stop_hooks(model, stop)
+    ema_model = None
+    if c.ema > 0:  # evaluated and stored instead of the raw weights
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema), use_buffers=True)
+    eval_model = lambda: ema_model.module if ema_model is not None else model  # noqa: E731
 
     history: list[dict] = []
     batch_losses: list[float] = []
     last_eval: tuple[torch.Tensor, dict] | None = None
+    eval_state: dict[str, torch.Tensor] | None = None  # CPU copy of the weights last_eval was computed with
     status = "done"
     step = 0
     t_train = 0.0
@@ -377,6 +387,8 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
                 loss.backward()
                 opt.step()
                 sched.step()
+                if ema_model is not None:
+                    ema_model.update_parameters(model)
                 step += 1
                 ld = loss.detach()
                 loss_sum += ld * len(y)
@@ -397,12 +409,14 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
             t_train += time.perf_counter() - te
             tv = time.perf_counter()
             if c.precise_bn:
-                recalibrate_bn(model, x_train, pre, device, batch_size=bs)
-            probs = predict_probs(model, x_test, pre, device, stop=stop)
+                recalibrate_bn(eval_model(), x_train, pre, device, batch_size=bs)
+            probs = predict_probs(eval_model(), x_test, pre, device, stop=stop)
             test_loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), test_set.labels))
             test_acc = float((probs.argmax(1) == test_set.labels).float().mean())
             t_eval += time.perf_counter() - tv
             last_eval = (probs, {"epoch": epoch})
+            if epoch < c.epochs:  # a stop in a later epoch stores these weights, not half-trained ones
+                eval_state = {k: v.detach().to("cpu", copy=True) for k, v in eval_model().state_dict().items()}
             el = time.perf_counter() - t_start
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
                    "test_acc": test_acc, "lr": opt.param_groups[0]["lr"], "time": el}
@@ -424,14 +438,18 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
         evaluation = evaluate_predictions(test_set.labels.tolist(), probs.numpy(), src.classes)
         evaluation["epoch"] = info["epoch"]
         if status == "done":
-            evaluation["latency_ms"] = measure_latency(model, test_set.images, pre, device)
+            evaluation["latency_ms"] = measure_latency(eval_model(), test_set.images, pre, device)
         predictions = {"paths": test_set.paths, "labels": test_set.labels.tolist(),
                        "probs": [[round(float(v), 6) for v in row] for row in probs.tolist()]}
     t_total = time.perf_counter() - t0
     timings = {"data_s": t_data, "train_s": t_train, "eval_s": t_eval, "total_s": t_total,
                "train_eval_s": time.perf_counter() - t_start}
-    # the model is dropped right after: on the CPU its tensors can be handed over without a copy
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if status == "stopped" and eval_state is not None:
+        # stopped in a later epoch (mid-batch, or mid-evaluation where precise BN resets the BatchNorm statistics):
+        # store the weights of the last evaluated epoch, so the run's evaluation and predictions match its weights
+        state = eval_state
+    else:  # the model is dropped right after: on the CPU its tensors can be handed over without a copy
+        state = {k: v.detach().to("cpu").contiguous() for k, v in eval_model().state_dict().items()}
     result = TrainResult(
         config=c.to_dict(), status=status, history=history, batch_losses=batch_losses, evaluation=evaluation,
         predictions=predictions, timings=timings, environment=environment(device),
@@ -441,7 +459,7 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
     emit(Progress("end", epoch=len(history), epochs=c.epochs, step=step, total_steps=total_steps,
                   elapsed=t_total, eta=0.0, message=status,
                   metrics=({"test_acc": evaluation["accuracy"]} if evaluation else {})))
-    del model, opt, x_train, y_train, x_test
+    del model, opt, x_train, y_train, x_test, ema_model
     if cuda:
         torch.cuda.empty_cache()
     return result

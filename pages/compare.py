@@ -5,7 +5,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cxrviz.data import MAX_UPLOAD_BYTES, ImageDecodeError
-from cxrviz.predict import ImageInput, agreement, best_runs, predict_runs, get_test_image, list_test_images
+from cxrviz.predict import (ImageInput, agreement, best_runs, get_test_image, list_test_images, predict_runs,
+                            view_image)
 from pages.common import current_dataset, dataset_badge, model_cache, stored_runs
 
 # No ``type=`` filter on the uploader: DICOM exports often have no extension (IM000001), and whatever
@@ -137,7 +138,8 @@ if not selected:
 left, right = st.columns([1, 3])
 with left:
     h, w = img.shape
-    st.image(img.gray(), caption=f"{img.name} · {w}×{h}" + (f" · true: {img.true_class}" if img.true_class else ""),
+    st.image(view_image(img.gray()),
+             caption=f"{img.name} · {w}×{h}" + (f" · true: {img.true_class}" if img.true_class else ""),
              width="stretch")
 with right:
     with st.spinner("Predicting..."):

@@ -5,8 +5,8 @@ import hashlib
 import streamlit as st
 
 from cxrviz.data import MAX_UPLOAD_BYTES, ImageDecodeError
-from cxrviz.explain import (CAM_METHODS, CLASS_AGNOSTIC, SLOW_METHODS, explain_runs, misclassified, overlay,
-                            side_by_side_png)
+from cxrviz.explain import (CAM_METHODS, CLASS_AGNOSTIC, SLOW_METHODS, display_image, explain_runs, misclassified,
+                            overlay, side_by_side_png)
 from cxrviz.predict import ImageInput, best_runs, stored_test_image, get_test_image, list_test_images
 from pages.common import current_dataset, dataset_badge, model_cache, stored_runs
 
@@ -68,7 +68,8 @@ def choose_image():
             return None, None, None
         data = up.getvalue()
         if len(data) > MAX_UPLOAD_BYTES:
-            return None, None, f"{up.name}: file too large ({len(data) / 2**20:.1f} MB)"
+            return None, None, (f"{up.name}: file too large ({len(data) / 2**20:.1f} MB > limit "
+                                f"{MAX_UPLOAD_BYTES / 2**20:.0f} MB)")
         digest = hashlib.sha1(data).hexdigest()
         img, err = _decode_upload(digest, data, up.name)
         return img, f"upload:{digest}", err
@@ -122,7 +123,7 @@ def compute(img, key, runs, method, target, store_key, limit=8):
 
 
 def show_grid(img, exs, alpha):
-    shown = img.gray()
+    shown = display_image(img.gray())  # overlays at display size: an 8000x8000 upload would need GBs at full size
     for start in range(0, len(exs), COLS):
         cols = st.columns(COLS)
         for col, ex in zip(cols, exs[start:start + COLS]):
@@ -188,7 +189,8 @@ def image_section() -> None:
     if method in SLOW_METHODS and not done and not st.button(f"Compute {method}", key="explain_go_slow"):
         return
     exs = compute(img, key, selected, method, target, "_explain_cams")
-    st.image(img.gray(), caption=f"{img.name}" + (f" · true: {img.true_class}" if img.true_class else ""), width=220)
+    st.image(display_image(img.gray()), caption=f"{img.name}" + (f" · true: {img.true_class}" if img.true_class else ""),
+             width=220)
     show_grid(img, exs, alpha)
     if any(e.ok for e in exs):
         what = (f"target {target} for all models" if target else
@@ -227,7 +229,7 @@ def gallery_section() -> None:
                 tgt = item["true"] if gtarget.startswith("true") else None
                 ex = compute(gimg, f"file:{item['path']}", [run], gmethod, tgt, "_gallery_cams", limit=96)[0]
                 if ex.ok:
-                    st.image(overlay(gimg.gray(), ex.cam, galpha), width="stretch")
+                    st.image(overlay(display_image(gimg.gray()), ex.cam, galpha), width="stretch")
                 else:
                     st.error(ex.error)
                 st.caption(f"`{item['name']}`  \ntrue **{item['true']}** → predicted **{item['predicted']}**  \n"

@@ -7,7 +7,7 @@ import streamlit as st
 
 from cxrviz import charts
 from cxrviz.dashboard import sample_images, size_summary
-from cxrviz.data import image_size_stats
+from cxrviz.data import find_duplicates, image_size_stats, open_dataset
 from pages.common import DATA_KEY, current_dataset, data_path, dataset_badge, set_data_path, stored_runs
 
 SAMPLES_PER_CLASS = 6
@@ -31,6 +31,11 @@ c2.caption(f"{len(runs)} stored run(s) in the leaderboard.")
 def _use_folder() -> None:
     err = set_data_path(st.session_state.get("ov_path", ""))
     st.session_state["ov_error"] = err
+
+
+@st.cache_data(show_spinner="Checking for duplicate files…", max_entries=8)
+def _duplicates(path: str) -> dict:
+    return find_duplicates(open_dataset(path or None))
 
 
 def _use_synthetic() -> None:
@@ -76,6 +81,14 @@ m4.metric("Ignored files", len(src.ignored), help="Hidden files, notes and other
 if src.ignored:
     with st.expander(f"{len(src.ignored)} ignored file(s)"):
         st.write(", ".join(f"`{f}`" for f in src.ignored[:200]))
+
+dups = _duplicates(data_path()) if not src.synthetic else {"groups": [], "cross_split": []}
+if dups["cross_split"]:
+    st.warning(f"**{len(dups['cross_split'])} test image(s) are byte-identical copies of training images** — "
+               "those test answers are memorised, so test accuracy on this split is optimistic.", icon="⚠️")
+if dups["groups"]:
+    with st.expander(f"{len(dups['groups'])} group(s) of identical files"):
+        st.write("\n".join("- " + " = ".join(f"`{s}/…/{f.split('/')[-1]}`" for s, f in g) for g in dups["groups"]))
 
 st.plotly_chart(charts.counts_figure(counts, synthetic=src.synthetic), key="ov_counts",
                 config={"displayModeBar": False})

@@ -124,8 +124,9 @@ if src is not None:
     e, f, g, h = st.columns(4)
     opt_choice = e.selectbox("Optimiser", ["recipe", *OPTIMIZERS], key="t_opt",
                              format_func=lambda o: _recipe("optimizer") if o == "recipe" else o)
-    augment = f.selectbox("Augmentation", sorted(AUGMENT_LEVELS, key=lambda k: k != "standard"), key="t_aug",
-                          help="standard: random resized crop, ±8° rotation, brightness/contrast jitter; "
+    aug_choice = f.selectbox("Augmentation", ["recipe", *AUGMENT_LEVELS], key="t_aug",
+                             format_func=lambda o: _recipe("augment") if o == "recipe" else o,
+                             help="recipe: each architecture's default (light); standard: random resized crop, ±8° rotation, brightness/contrast jitter; "
                                "light: milder; none: the images as they are. No horizontal flip (the heart is "
                                "on the left).")
     seeds_text = g.text_input("Seeds", value="0", key="t_seeds", help="One or several: 0  ·  0, 1, 2  ·  0-4")
@@ -147,7 +148,8 @@ if src is not None:
             configs.append(TrainConfig(arch=arch, data=data_path() or None, img_size=img_size, epochs=epochs,
                                        batch_size=batch, lr=lr,
                                        optimizer=None if opt_choice == "recipe" else opt_choice,
-                                       augment=augment, seed=seed, device=device))
+                                       augment=None if aug_choice == "recipe" else aug_choice, seed=seed,
+                                       device=device))
     resolved: list[TrainConfig] = []
     for cfg in configs:
         try:

@@ -127,3 +127,17 @@ def _bad_input_files() -> dict:
 def bad_inputs() -> dict:
     """{case: (file name, bytes, expected message fragment)} for the issue's bad-input list."""
     return _bad_input_files()
+
+
+@pytest.fixture(scope="session")
+def lenet_run(tmp_path_factory):
+    """One tiny real run (LeNet-5, 32 px, 1 epoch on the built-in synthetic set: a few seconds), for tests
+    that need a stored run but not the real data. Returns (root, Run). Shared: copy before changing it."""
+    from cxrviz.runs import list_runs, save_run
+    from cxrviz.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("lenet-run")
+    save_run(train(TrainConfig(arch="lenet5", img_size=32, epochs=1, seed=0, batch_size=32)), root=root)
+    runs, problems = list_runs(root)
+    assert len(runs) == 1 and not problems
+    return root, runs[0]

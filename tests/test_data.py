@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxrviz.data import (AUGMENT_LEVELS, DatasetError, ImageCache, augment_batch, load_split, open_dataset,
+from cxrviz.data import (AUGMENT_LEVELS, DatasetError, ImageCache, augment_batch, find_duplicates, load_split, open_dataset,
                          synthetic_source)
 from cxrviz.data.dataset import _SPLIT_MEMO
 
@@ -140,3 +140,15 @@ def test_synthetic_source_counts():
     s = load_split(src, "test", 32)
     assert len(s) == sum(counts["test"].values())
     assert np.unique(s.labels.numpy()).tolist() == [0, 1, 2]
+
+
+def test_duplicates_across_splits_are_found(real_data, tmp_path):
+    src = open_dataset(real_data)
+    dup = find_duplicates(src)
+    # the Kaggle set ships test images that are byte-identical copies of training images
+    assert "test/Covid/COVID-00033.jpg" in dup["cross_split"] and len(dup["cross_split"]) >= 5
+    root = _mini_dataset(real_data, tmp_path / "ds", per_class=1)
+    assert find_duplicates(open_dataset(root))["cross_split"] == []
+    shutil.copy(root / "train" / "Normal" / next(iter(sorted(p.name for p in (root / "train" / "Normal").iterdir()))),
+                root / "test" / "Normal" / "copy.jpeg")
+    assert find_duplicates(open_dataset(root))["cross_split"] == ["test/Normal/copy.jpeg"]

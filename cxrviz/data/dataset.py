@@ -233,3 +233,22 @@ def image_size_stats(source: DatasetSource) -> list[dict]:
             except Exception:  # DICOM or unreadable: not part of the size statistics
                 continue
     return rows
+
+
+def find_duplicates(source: DatasetSource, cache: ImageCache | None = None) -> dict:
+    """Byte-identical files (same content hash). ``cross_split`` lists test images that are exact copies of
+    training images: leakage that makes test accuracy optimistic (the Kaggle set has some)."""
+    if source.synthetic:
+        return {"groups": [], "cross_split": []}
+    cache = cache or default_cache()
+    by_hash: dict[str, list[tuple[str, str]]] = {}
+    for split, items in source.files.items():
+        for p, _ in items:
+            try:
+                h = cache.content_hash(p)
+            except OSError:
+                continue
+            by_hash.setdefault(h, []).append((split, str(p.relative_to(source.root))))
+    groups = [sorted(v) for v in by_hash.values() if len(v) > 1]
+    cross = [next(f for s, f in g if s == "test") for g in groups if {s for s, _ in g} == {"train", "test"}]
+    return {"groups": groups, "cross_split": sorted(cross)}

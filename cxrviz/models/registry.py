@@ -25,6 +25,8 @@ class Recipe:
     label_smoothing: float = 0.1
     img_size: int = 128
     epochs: int = 20
+    augment: str = "light"  # none | light | standard (see cxrviz.data.augment)
+    ema: float = 0.0  # weight averaging decay per step (0 = off)
 
 
 @dataclass(frozen=True)
