@@ -300,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2
-    except (RuntimeError, MemoryError) as e:  # e.g. out of memory: one line, not a traceback
-        print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", file=sys.stderr)
+    except (RuntimeError, MemoryError) as e:  # e.g. out of memory: one line (the app's wording), not a traceback
+        from .jobs import readable_error
+
+        print(f"error: {readable_error(e)}", file=sys.stderr)
         return 1

@@ -112,4 +112,4 @@ def test_unknown_architecture_message():
 def test_recipes_differ_where_they_must():
     # AlexNet has no normalisation layers: its recipe is not ResNet's
     assert get_spec("alexnet").recipe != get_spec("resnet18").recipe
-    assert get_spec("alexnet").recipe.optimizer == "sgd"
+    assert get_spec("alexnet").recipe.optimizer == "adam" and get_spec("alexnet").recipe.lr < 1e-3
