@@ -58,8 +58,9 @@ TOP_LEVEL = {"LeNet5", "ResNet", "AlexNet", "VGG", "GoogLeNet"}  # the models' o
 
 @contextmanager
 def in_forward(action, when):
-    """Call ``action()`` inside a model's forward whenever ``when(top_module, n)`` is true, where ``n`` counts
-    the top-level forward calls of matching kind so far; armed per thread by :func:`armed`."""
+    """Call ``action(job)`` at the start of a model's forward whenever ``when(phase, n)`` is true: ``phase`` is
+    "train" (a training step), "bn" (the precise-BN pass) or "eval" (the test-set evaluation) and ``n`` counts
+    that phase's forward calls so far. Only in a thread armed by :func:`armed` (or by setting ``_ARMED.job``)."""
     counts: dict[str, int] = {}
 
     def hook(module, args):
@@ -94,6 +95,7 @@ def armed(job_seed: int):
 def raise_(exc):
     def action(job):
         raise exc
+
     return action
 
 
