@@ -97,7 +97,7 @@ def _wait_idle(page) -> None:
     """Wait for the current script run to finish (Streamlit's running indicator disappears)."""
     page.wait_for_timeout(300)
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"] img, "
-                           "[data-testid=\"stStatusWidgetRunningIcon\"]')", timeout=60_000)
+                           "[data-testid=\"stStatusWidgetRunningIcon\"]')", timeout=180_000)
 
 
 def _checkbox(page, label: str):
@@ -112,7 +112,7 @@ def test_train_page_end_to_end(server):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
-            page.set_default_timeout(60_000)
+            page.set_default_timeout(180_000)  # generous: CI machines are shared and slow
             # a newcomer's path: the app opens on Overview (synthetic set), then Train from the sidebar
             page.goto(url)
             page.get_by_text("SYNTHETIC DATA").first.wait_for()
@@ -137,7 +137,7 @@ def test_train_page_end_to_end(server):
             launch.click()
 
             card = page.get_by_text(label).first
-            card.wait_for(timeout=60_000)
+            card.wait_for(timeout=180_000)
             page.get_by_text(re.compile(r"done: test acc")).first.wait_for(timeout=180_000)
             page.wait_for_timeout(1500)  # let the finished card's chart render
             cx = page.evaluate("() => window.__cx")
