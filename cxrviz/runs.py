@@ -24,7 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .models import count_params, get_spec
+from .models import get_spec
 from .models.registry import UnknownArchitecture
 
 FORMAT_VERSION = 1

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.augment import AUGMENT_LEVELS, augment_batch
-from .data.dataset import DatasetSource, ImageSet, load_split, open_dataset
+from .data.dataset import DatasetSource, load_split, open_dataset
 from .metrics import evaluate_predictions
 from .models import get_spec
 
@@ -349,7 +349,7 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema), use_buffers=True)
-    eval_model = lambda: ema_model.module if ema_model is not None else model  # noqa: E731
+    net = ema_model.module if ema_model is not None else model  # what is evaluated and stored
 
     history: list[dict] = []
     batch_losses: list[float] = []
@@ -409,14 +409,14 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
             t_train += time.perf_counter() - te
             tv = time.perf_counter()
             if c.precise_bn:
-                recalibrate_bn(eval_model(), x_train, pre, device, batch_size=bs)
-            probs = predict_probs(eval_model(), x_test, pre, device, stop=stop)
+                recalibrate_bn(net, x_train, pre, device, batch_size=bs)
+            probs = predict_probs(net, x_test, pre, device, stop=stop)
             test_loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), test_set.labels))
             test_acc = float((probs.argmax(1) == test_set.labels).float().mean())
             t_eval += time.perf_counter() - tv
             last_eval = (probs, {"epoch": epoch})
             if epoch < c.epochs:  # a stop in a later epoch stores these weights, not half-trained ones
-                eval_state = {k: v.detach().to("cpu", copy=True) for k, v in eval_model().state_dict().items()}
+                eval_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
             el = time.perf_counter() - t_start
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
                    "test_acc": test_acc, "lr": opt.param_groups[0]["lr"], "time": el}
@@ -438,7 +438,7 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
         evaluation = evaluate_predictions(test_set.labels.tolist(), probs.numpy(), src.classes)
         evaluation["epoch"] = info["epoch"]
         if status == "done":
-            evaluation["latency_ms"] = measure_latency(eval_model(), test_set.images, pre, device)
+            evaluation["latency_ms"] = measure_latency(net, test_set.images, pre, device)
         predictions = {"paths": test_set.paths, "labels": test_set.labels.tolist(),
                        "probs": [[round(float(v), 6) for v in row] for row in probs.tolist()]}
     t_total = time.perf_counter() - t0
@@ -449,7 +449,7 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
         # store the weights of the last evaluated epoch, so the run's evaluation and predictions match its weights
         state = eval_state
     else:  # the model is dropped right after: on the CPU its tensors can be handed over without a copy
-        state = {k: v.detach().to("cpu").contiguous() for k, v in eval_model().state_dict().items()}
+        state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
     result = TrainResult(
         config=c.to_dict(), status=status, history=history, batch_losses=batch_losses, evaluation=evaluation,
         predictions=predictions, timings=timings, environment=environment(device),
@@ -459,7 +459,7 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
     emit(Progress("end", epoch=len(history), epochs=c.epochs, step=step, total_steps=total_steps,
                   elapsed=t_total, eta=0.0, message=status,
                   metrics=({"test_acc": evaluation["accuracy"]} if evaluation else {})))
-    del model, opt, x_train, y_train, x_test, ema_model
+    del model, net, opt, x_train, y_train, x_test, ema_model
     if cuda:
         torch.cuda.empty_cache()
     return result

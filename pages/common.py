@@ -2,11 +2,13 @@
 ``cxrviz``; nothing here trains, decodes or computes metrics itself."""
 from __future__ import annotations
 
+import hashlib
+
 import streamlit as st
 
-from cxrviz.data import DatasetError, DatasetSource, open_dataset
+from cxrviz.data import MAX_UPLOAD_BYTES, DatasetError, DatasetSource, ImageDecodeError, open_dataset
 from cxrviz.jobs import JobRegistry
-from cxrviz.predict import ModelCache
+from cxrviz.predict import ImageInput, ModelCache
 from cxrviz.runs import Run, default_root, delete_run, list_runs
 
 DATA_KEY = "data_path"  # session_state: the dataset folder chosen on Overview ("" = built-in synthetic set)
@@ -93,3 +95,29 @@ def dataset_badge() -> None:
     active = [j for j in reg.snapshots() if j.active]
     if active:
         st.sidebar.caption(f"⏳ {len(active)} training job(s) queued or running")
+
+
+def release_deleted(runs) -> None:
+    """Models of runs deleted elsewhere (another tab, the CLI) leave the process-wide cache."""
+    cache, ids = model_cache(), {r.id for r in runs}
+    for rid in set(cache.ids()) - ids:
+        cache.release(rid)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _decode_upload(digest: str, data: bytes, name: str):
+    """(ImageInput, None) or (None, one-line error); keyed on the content digest."""
+    try:
+        return ImageInput(data=data, name=name), None
+    except ImageDecodeError as e:
+        return None, str(e)
+
+
+def load_upload(data: bytes, name: str):
+    """Upload handling shared by Compare and Explain: bytes + file name -> (ImageInput, None, digest) or
+    (None, one-line error, digest). Size is checked before anything is decoded."""
+    digest = hashlib.sha1(data).hexdigest()
+    if len(data) > MAX_UPLOAD_BYTES:
+        return None, f"{name}: file too large ({len(data) / 2**20:.1f} MB > limit {MAX_UPLOAD_BYTES / 2**20:.0f} MB)", digest
+    img, err = _decode_upload(digest, data, name)
+    return img, err, digest

@@ -1,42 +1,18 @@
 """Compare: one radiograph (upload or a test-split image), every selected stored run side by side."""
-import hashlib
 
 import plotly.graph_objects as go
 import streamlit as st
 
 from cxrviz.data import MAX_UPLOAD_BYTES, ImageDecodeError
-from cxrviz.predict import (ImageInput, agreement, best_runs, get_test_image, list_test_images, predict_runs,
+from cxrviz.predict import (agreement, best_runs, get_test_image, list_test_images, predict_runs,
                             view_image)
-from pages.common import current_dataset, dataset_badge, model_cache, stored_runs
+from pages.common import current_dataset, dataset_badge, load_upload, model_cache, release_deleted, stored_runs
 
 # No ``type=`` filter on the uploader: DICOM exports often have no extension (IM000001), and whatever
 # arrives, the decoder answers with a one-line message ("not an image", "truncated", ...).
 FORMATS = "PNG, JPEG (8/16-bit; grey, RGB, RGBA, palette), DICOM (.dcm or no extension), TIFF, BMP, WebP"
 HANDOFF = "explain_input"  # session_state: the image and runs handed to the Explain page
 COLS = 4
-
-
-def release_deleted(runs) -> None:
-    """Models of runs deleted elsewhere (another tab, the CLI) leave the process-wide cache."""
-    cache, ids = model_cache(), {r.id for r in runs}
-    for rid in set(cache.ids()) - ids:
-        cache.release(rid)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _decode_upload(digest: str, data: bytes, name: str):
-    """(ImageInput, None) or (None, one-line error); keyed on the content digest."""
-    try:
-        return ImageInput(data=data, name=name), None
-    except ImageDecodeError as e:
-        return None, str(e)
-
-
-def load_upload(data: bytes, name: str):
-    """Upload handling: bytes + file name -> (ImageInput, None) or (None, error message)."""
-    if len(data) > MAX_UPLOAD_BYTES:
-        return None, f"{name}: file too large ({len(data) / 2**20:.1f} MB > limit {MAX_UPLOAD_BYTES / 2**20:.0f} MB)"
-    return _decode_upload(hashlib.sha1(data).hexdigest(), data, name)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -79,8 +55,8 @@ def choose_image(prefix: str):
                               max_upload_size=MAX_UPLOAD_BYTES // 2**20)
         if up is None:
             return None, None, None
-        img, err = load_upload(up.getvalue(), up.name)
-        return img, f"upload:{hashlib.sha1(up.getvalue()).hexdigest()}", err
+        img, err, digest = load_upload(up.getvalue(), up.name)
+        return img, f"upload:{digest}", err
     src, err = current_dataset()
     if err:
         return None, None, err

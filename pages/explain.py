@@ -1,14 +1,13 @@
 """Explain: class activation maps (grad-cam package) of every selected run, side by side; the
 misclassified test images of one run with their CAMs."""
-import hashlib
 
 import streamlit as st
 
 from cxrviz.data import MAX_UPLOAD_BYTES, ImageDecodeError
 from cxrviz.explain import (CAM_METHODS, CLASS_AGNOSTIC, SLOW_METHODS, display_image, explain_runs, misclassified,
                             overlay, side_by_side_png)
-from cxrviz.predict import ImageInput, best_runs, stored_test_image, get_test_image, list_test_images
-from pages.common import current_dataset, dataset_badge, model_cache, stored_runs
+from cxrviz.predict import best_runs, stored_test_image, get_test_image, list_test_images
+from pages.common import current_dataset, dataset_badge, load_upload, model_cache, release_deleted, stored_runs
 
 # No ``type=`` filter on the uploader: DICOM exports often have no extension (IM000001), and whatever
 # arrives, the decoder answers with a one-line message ("not an image", "truncated", ...).
@@ -22,20 +21,6 @@ METHOD_HELP = {
     "LayerCAM": "element-wise positive gradients × activations (Jiang et al. 2021)",
     "ScoreCAM": "each channel's mask is scored by a forward pass: gradient-free but slow (Wang et al. 2020)",
 }
-
-
-def release_deleted(runs) -> None:
-    cache, ids = model_cache(), {r.id for r in runs}
-    for rid in set(cache.ids()) - ids:
-        cache.release(rid)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _decode_upload(digest: str, data: bytes, name: str):
-    try:
-        return ImageInput(data=data, name=name), None
-    except ImageDecodeError as e:
-        return None, str(e)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -66,13 +51,8 @@ def choose_image():
                               max_upload_size=MAX_UPLOAD_BYTES // 2**20)
         if up is None:
             return None, None, None
-        data = up.getvalue()
-        if len(data) > MAX_UPLOAD_BYTES:
-            return None, None, (f"{up.name}: file too large ({len(data) / 2**20:.1f} MB > limit "
-                                f"{MAX_UPLOAD_BYTES / 2**20:.0f} MB)")
-        digest = hashlib.sha1(data).hexdigest()
-        img, err = _decode_upload(digest, data, up.name)
-        return img, f"upload:{digest}", err
+        img, err, digest = load_upload(up.getvalue(), up.name)
+        return (None, None, err) if img is None else (img, f"upload:{digest}", None)
     src, err = current_dataset()
     if err:
         return None, None, err
