@@ -8,7 +8,7 @@ import streamlit as st
 
 from cxrviz.data import MAX_UPLOAD_BYTES, DatasetError, DatasetSource, ImageDecodeError, open_dataset
 from cxrviz.jobs import JobRegistry
-from cxrviz.predict import ImageInput, ModelCache
+from cxrviz.predict import ImageInput, ModelCache, get_test_image, list_test_images
 from cxrviz.runs import Run, default_root, delete_run, list_runs
 
 DATA_KEY = "data_path"  # session_state: the dataset folder chosen on Overview ("" = built-in synthetic set)
@@ -121,3 +121,36 @@ def load_upload(data: bytes, name: str):
         return None, f"{name}: file too large ({len(data) / 2**20:.1f} MB > limit {MAX_UPLOAD_BYTES / 2**20:.0f} MB)", digest
     img, err = _decode_upload(digest, data, name)
     return img, err, digest
+
+
+FORMATS = "PNG, JPEG (8/16-bit; grey, RGB, RGBA, palette), DICOM (.dcm or no extension), TIFF, BMP, WebP"
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _test_image(root: str, index: int, _src):
+    try:
+        return get_test_image(_src, index), None
+    except ImageDecodeError as e:
+        return None, str(e)
+
+
+def upload_or_test_image(prefix: str, upload: bool):
+    """The image picker shared by Compare and Explain, under their own radio: an upload or a pick from the
+    current dataset's test split -> (ImageInput | None, cache key | None, one-line error | None)."""
+    if upload:
+        up = st.file_uploader(f"Radiograph: {FORMATS}; up to {MAX_UPLOAD_BYTES // 2**20} MB", key=f"{prefix}_upload",
+                              max_upload_size=MAX_UPLOAD_BYTES // 2**20)
+        if up is None:
+            return None, None, None
+        img, err, digest = load_upload(up.getvalue(), up.name)
+        return (None, None, err) if img is None else (img, f"upload:{digest}", None)
+    src, err = current_dataset()
+    if err:
+        return None, None, err
+    items = list_test_images(src)
+    if not items:
+        return None, None, f"the dataset {src.label} has no test images"
+    i = st.selectbox(f"Test image ({len(items)} in {src.label})", range(len(items)),
+                     format_func=lambda k: f"{items[k][0]}  (true: {items[k][1]})", key=f"{prefix}_pick")
+    img, err = _test_image(str(src.root), int(i), src)
+    return img, f"test:{src.root}:{i}", err

@@ -3,24 +3,13 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from cxrviz.data import MAX_UPLOAD_BYTES, ImageDecodeError
-from cxrviz.predict import (agreement, best_runs, get_test_image, list_test_images, predict_runs,
-                            view_image)
-from pages.common import current_dataset, dataset_badge, load_upload, model_cache, release_deleted, stored_runs
+from cxrviz.predict import agreement, best_runs, predict_runs, view_image
+from pages.common import dataset_badge, model_cache, release_deleted, stored_runs, upload_or_test_image
 
 # No ``type=`` filter on the uploader: DICOM exports often have no extension (IM000001), and whatever
 # arrives, the decoder answers with a one-line message ("not an image", "truncated", ...).
-FORMATS = "PNG, JPEG (8/16-bit; grey, RGB, RGBA, palette), DICOM (.dcm or no extension), TIFF, BMP, WebP"
 HANDOFF = "explain_input"  # session_state: the image and runs handed to the Explain page
 COLS = 4
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _test_image(root: str, index: int, _src):
-    try:
-        return get_test_image(_src, index), None
-    except ImageDecodeError as e:
-        return None, str(e)
 
 
 def prob_chart(pred, height: int = 170) -> go.Figure:
@@ -50,23 +39,7 @@ def choose_image(prefix: str):
     """Upload or test-split pick; returns (ImageInput | None, source description, error | None)."""
     how = st.radio("Image", ["Upload a radiograph", "Pick from the test split"], horizontal=True,
                    key=f"{prefix}_how", label_visibility="collapsed")
-    if how.startswith("Upload"):
-        up = st.file_uploader(f"Radiograph: {FORMATS}; up to {MAX_UPLOAD_BYTES // 2**20} MB", key=f"{prefix}_upload",
-                              max_upload_size=MAX_UPLOAD_BYTES // 2**20)
-        if up is None:
-            return None, None, None
-        img, err, digest = load_upload(up.getvalue(), up.name)
-        return img, f"upload:{digest}", err
-    src, err = current_dataset()
-    if err:
-        return None, None, err
-    items = list_test_images(src)
-    if not items:
-        return None, None, f"the dataset {src.label} has no test images"
-    i = st.selectbox(f"Test image ({len(items)} in {src.label})", range(len(items)),
-                     format_func=lambda k: f"{items[k][0]}  (true: {items[k][1]})", key=f"{prefix}_pick")
-    img, err = _test_image(str(src.root), int(i), src)
-    return img, f"test:{src.root}:{i}", err
+    return upload_or_test_image(prefix, how.startswith("Upload"))
 
 
 def cached_predictions(key: str, img, runs):

@@ -3,15 +3,14 @@ misclassified test images of one run with their CAMs."""
 
 import streamlit as st
 
-from cxrviz.data import MAX_UPLOAD_BYTES, ImageDecodeError
+from cxrviz.data import ImageDecodeError
 from cxrviz.explain import (CAM_METHODS, CLASS_AGNOSTIC, SLOW_METHODS, display_image, explain_runs, misclassified,
                             overlay, side_by_side_png)
-from cxrviz.predict import best_runs, stored_test_image, get_test_image, list_test_images
-from pages.common import current_dataset, dataset_badge, load_upload, model_cache, release_deleted, stored_runs
+from cxrviz.predict import best_runs, stored_test_image
+from pages.common import dataset_badge, model_cache, release_deleted, stored_runs, upload_or_test_image
 
 # No ``type=`` filter on the uploader: DICOM exports often have no extension (IM000001), and whatever
 # arrives, the decoder answers with a one-line message ("not an image", "truncated", ...).
-FORMATS = "PNG, JPEG (8/16-bit; grey, RGB, RGBA, palette), DICOM (.dcm or no extension), TIFF, BMP, WebP"
 HANDOFF = "explain_input"  # set by the Compare page
 COLS = 4
 METHOD_HELP = {
@@ -21,14 +20,6 @@ METHOD_HELP = {
     "LayerCAM": "element-wise positive gradients × activations (Jiang et al. 2021)",
     "ScoreCAM": "each channel's mask is scored by a forward pass: gradient-free but slow (Wang et al. 2020)",
 }
-
-
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _test_image(root: str, index: int, _src):
-    try:
-        return get_test_image(_src, index), None
-    except ImageDecodeError as e:
-        return None, str(e)
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
@@ -46,23 +37,7 @@ def choose_image():
     how = st.radio("Image", options, horizontal=True, key="explain_how", label_visibility="collapsed")
     if how == "From Compare":
         return handoff["image"], handoff["key"], None
-    if how.startswith("Upload"):
-        up = st.file_uploader(f"Radiograph: {FORMATS}; up to {MAX_UPLOAD_BYTES // 2**20} MB", key="explain_upload",
-                              max_upload_size=MAX_UPLOAD_BYTES // 2**20)
-        if up is None:
-            return None, None, None
-        img, err, digest = load_upload(up.getvalue(), up.name)
-        return (None, None, err) if img is None else (img, f"upload:{digest}", None)
-    src, err = current_dataset()
-    if err:
-        return None, None, err
-    items = list_test_images(src)
-    if not items:
-        return None, None, f"the dataset {src.label} has no test images"
-    i = st.selectbox(f"Test image ({len(items)} in {src.label})", range(len(items)),
-                     format_func=lambda k: f"{items[k][0]}  (true: {items[k][1]})", key="explain_pick")
-    img, err = _test_image(str(src.root), int(i), src)
-    return img, f"test:{src.root}:{i}", err
+    return upload_or_test_image("explain", how.startswith("Upload"))
 
 
 def run_label(runs):
