@@ -38,3 +38,11 @@ import sys
 s, e = map(float, sys.argv[1:])
 print(f"\nall four models, wall clock including data loading and cache build: {e - s:.1f} s (goal <= 60 s)")
 PY
+python3 - <<'PY'
+from cxrviz.runs import list_runs
+runs, _ = list_runs()
+print("where the time went (s):   data   train  eval (incl. precise BN)  total")
+for r in sorted(runs, key=lambda r: r.meta.get("created", "")):
+    t = r.meta["timings"]
+    print(f"  {r.meta['display']:22s} {t['data_s']:6.1f} {t['train_s']:7.1f} {t['eval_s']:6.1f} {t['total_s']:20.1f}")
+PY

@@ -8,6 +8,7 @@ even in the middle of a long batch.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import random
 import threading
@@ -329,7 +330,9 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
     cuda = device.type == "cuda"
     if cuda:
         model = model.to(memory_format=torch.channels_last)
-        torch.backends.cudnn.benchmark = True
+        # cuDNN autotuning is off by default: on runs this short its per-shape tuning costs more than it saves
+        # (H200, the deck's four models at 224 px: 84 s with it, 40 s without). CXRVIZ_CUDNN_BENCHMARK=1 turns it on.
+        torch.backends.cudnn.benchmark = os.environ.get("CXRVIZ_CUDNN_BENCHMARK", "0") == "1"
     mean, std = train_set.mean_std()
     pre = Preprocess(mean, std, c.in_channels)
     x_train = train_set.images.to(device)  # uint8; on a GPU the whole cached set lives there
@@ -343,7 +346,9 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
     total_steps = steps_per_epoch * c.epochs
     opt = make_optimizer(model, c)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(c, steps_per_epoch))
-    hooks = _install_stop_hooks(model, stop)
+    # on a GPU a batch takes milliseconds: the check between batches is enough, and per-layer hooks would
+    # cost a Python call per module (GoogLeNet has ~200)
+    hooks = [] if cuda else _install_stop_hooks(model, stop)
     ema_model = None
     if c.ema > 0:  # evaluated and stored instead of the raw weights
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -354,7 +359,7 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
     history: list[dict] = []
     batch_losses: list[float] = []
     last_eval: tuple[torch.Tensor, dict] | None = None
-    eval_state: dict[str, torch.Tensor] | None = None  # CPU copy of the weights last_eval was computed with
+    eval_state: dict[str, torch.Tensor] | None = None  # copy (on the device) of the weights last_eval used
     status = "done"
     step = 0
     t_train = 0.0
@@ -406,7 +411,8 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
                 batch_losses.extend(torch.stack(epoch_losses).float().cpu().tolist())
             train_loss = float(loss_sum) / max(1, seen)
             train_acc = float(correct) / max(1, seen)
-            t_train += time.perf_counter() - te
+            epoch_train_s = time.perf_counter() - te
+            t_train += epoch_train_s
             tv = time.perf_counter()
             if c.precise_bn:
                 recalibrate_bn(net, x_train, pre, device, batch_size=bs)
@@ -416,10 +422,10 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
             t_eval += time.perf_counter() - tv
             last_eval = (probs, {"epoch": epoch})
             if epoch < c.epochs:  # a stop in a later epoch stores these weights, not half-trained ones
-                eval_state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+                eval_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             el = time.perf_counter() - t_start
             row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-                   "test_acc": test_acc, "lr": opt.param_groups[0]["lr"], "time": el}
+                   "test_acc": test_acc, "lr": opt.param_groups[0]["lr"], "time": el, "train_s": epoch_train_s}
             history.append(row)
             if len(batch_losses) > max_batch_losses:  # bounded: keep every other point
                 batch_losses[:] = batch_losses[::2]
@@ -447,9 +453,10 @@ def train(config: TrainConfig, *, callback: Callback | None = None, stop: thread
     if status == "stopped" and eval_state is not None:
         # stopped in a later epoch (mid-batch, or mid-evaluation where precise BN resets the BatchNorm statistics):
         # store the weights of the last evaluated epoch, so the run's evaluation and predictions match its weights
-        state = eval_state
+        state = {k: v.to("cpu").contiguous() for k, v in eval_state.items()}
     else:  # the model is dropped right after: on the CPU its tensors can be handed over without a copy
         state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    eval_state = None
     result = TrainResult(
         config=c.to_dict(), status=status, history=history, batch_losses=batch_losses, evaluation=evaluation,
         predictions=predictions, timings=timings, environment=environment(device),

@@ -216,13 +216,20 @@ else:
         st.session_state["train_overlay"] = [i for i in st.session_state["train_overlay"] if i in options]
     t1.multiselect("Overlay runs in one chart", options, key="train_overlay", format_func=lambda i: by_id[i].label,
                    placeholder="choose two or more jobs to compare their curves")
-    if t2.button("⏹ Stop all", disabled=not busy, width="stretch"):
-        reg.stop_all(keep=True)
-        st.rerun()
-    if t3.button("🧹 Clear finished", disabled=all(s.active for s in snaps), width="stretch",
-                 help="Removes finished jobs from this list; their stored runs stay on the leaderboard."):
-        reg.clear_finished()
-        st.rerun()
+    # on_click callbacks (here and on the cards) run before the rerun they trigger, so a click is never lost,
+    # even when it lands while a full rerun is replacing the live fragment
+    t2.button("⏹ Stop all", disabled=not busy, width="stretch", on_click=reg.stop_all, kwargs={"keep": True})
+    t3.button("🧹 Clear finished", disabled=all(s.active for s in snaps), width="stretch",
+              help="Removes finished jobs from this list; their stored runs stay on the leaderboard.",
+              on_click=reg.clear_finished)
+
+
+def _stop(job_id: str, keep_key: str | None = None) -> None:
+    """Stop (keeping the partial run if the card's toggle says so) or cancel one job."""
+    try:
+        reg.stop(job_id, keep=st.session_state.get(keep_key, True) if keep_key else False)
+    except KeyError:  # removed in another tab a moment ago
+        pass
 
 
 def _figure(s) -> object:
@@ -247,22 +254,16 @@ def _card(s, ahead: int = 0) -> None:
             st.progress(min(1.0, max(0.0, s.fraction)),
                         text=f"epoch {s.epoch}/{s.epochs} · {100 * s.fraction:.0f} %{eta} · "
                              f"elapsed {format_duration(s.elapsed)}")
-            keep = ctrl.toggle("keep partial run", value=True, key=f"keep_{s.id}",
-                               help="On: a stopped run is stored with its epochs so far (marked stopped). "
-                                    "Off: it is discarded.")
-            if ctrl.button("⏹ Stop", key=f"stop_{s.id}", disabled=s.stop_requested, width="stretch"):
-                reg.stop(s.id, keep=keep)
-                st.rerun()
+            ctrl.toggle("keep partial run", value=True, key=f"keep_{s.id}",
+                        help="On: a stopped run is stored with its epochs so far (marked stopped). Off: it is discarded.")
+            ctrl.button("⏹ Stop", key=f"stop_{s.id}", disabled=s.stop_requested, width="stretch",
+                        on_click=_stop, args=(s.id, f"keep_{s.id}"))
         elif s.status == QUEUED:
             st.progress(0.0, text=f"queued: {ahead} job(s) ahead")
-            if ctrl.button("✖ Cancel", key=f"cancel_{s.id}", width="stretch"):
-                reg.stop(s.id, keep=False)
-                st.rerun()
+            ctrl.button("✖ Cancel", key=f"cancel_{s.id}", width="stretch", on_click=_stop, args=(s.id,))
         else:
-            if ctrl.button("Dismiss", key=f"dismiss_{s.id}", width="stretch",
-                           help="Remove this card; a stored run stays on the leaderboard."):
-                reg.remove(s.id)
-                st.rerun()
+            ctrl.button("Dismiss", key=f"dismiss_{s.id}", width="stretch", on_click=reg.remove, args=(s.id,),
+                        help="Remove this card; a stored run stays on the leaderboard.")
         if s.status == FAILED:
             st.error(f"Failed: {s.error}")
         elif s.status == DONE:
@@ -299,10 +300,8 @@ def live_view() -> None:
     if rest:
         st.caption(f"{len(rest)} more job(s) queued: " + ", ".join(s.label for s in rest[:50])
                    + (" …" if len(rest) > 50 else ""))
-        if st.button(f"✖ Cancel these {len(rest)} queued job(s)", key="cancel_rest"):
-            for s in rest:
-                reg.stop(s.id, keep=False)
-            st.rerun()
+        st.button(f"✖ Cancel these {len(rest)} queued job(s)", key="cancel_rest",
+                  on_click=lambda ids=[s.id for s in rest]: [_stop(i) for i in ids])
 
 
 live_view()

@@ -91,8 +91,7 @@ def server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
-        if proc.returncode not in (0, -15, None):
-            print((tmp / "streamlit.log").read_text()[-3000:])
+        print("streamlit log (tail):\n" + (tmp / "streamlit.log").read_text()[-3000:])  # shown on failure
 
 
 def _wait_idle(page) -> None:
@@ -183,5 +182,10 @@ def test_train_page_end_to_end(server):
             page.wait_for_timeout(1000)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
             print(f"screenshot: {SCREENSHOT}")
+        except Exception:
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "e2e_failure.png"), full_page=True)
+            print(f"failure screenshot: {ARTIFACTS / 'e2e_failure.png'}")
+            raise
         finally:
             browser.close()
