@@ -45,6 +45,8 @@ STATUS_ICON = {QUEUED: "⏳", RUNNING: "🔄", DONE: "✅", STOPPED: "⏹️", F
 reg = job_registry()
 dataset_badge()
 st.title("Train")
+if "train_flash" in st.session_state:
+    st.toast(st.session_state.pop("train_flash"))
 src, data_err = current_dataset()
 
 
@@ -67,7 +69,11 @@ def _submit(configs: list[TrainConfig], what: str) -> None:
     st.session_state["train_last_launch"] = (sig, time.time())
     if len(ids) > 1:
         st.session_state["train_overlay"] = ids
-    st.toast(f"Queued {len(ids)} {what} job(s).")
+    # Redraw at once: the page above this button was drawn before the job existed (its estimate panel may
+    # still be timing models, which would otherwise trigger a second full rerun a moment later, while the
+    # live view is already refreshing: interleaved that way, Streamlit has left a stale copy of a job card).
+    st.session_state["train_flash"] = f"Queued {len(ids)} {what} job(s)."
+    st.rerun()
 
 
 # ------------------------------------------------------------------------------------------ quick demo
@@ -126,7 +132,7 @@ if src is not None:
                              format_func=lambda o: _recipe("optimizer") if o == "recipe" else o)
     aug_choice = f.selectbox("Augmentation", ["recipe", *AUGMENT_LEVELS], key="t_aug",
                              format_func=lambda o: _recipe("augment") if o == "recipe" else o,
-                             help="recipe: each architecture's default (light); standard: random resized crop, ±8° rotation, brightness/contrast jitter; "
+                             help="recipe: each architecture's default (none for the deck's four models, light for LeNet-5); standard: random resized crop, ±8° rotation, brightness/contrast jitter; "
                                "light: milder; none: the images as they are. No horizontal flip (the heart is "
                                "on the left).")
     seeds_text = g.text_input("Seeds", value="0", key="t_seeds", help="One or several: 0  ·  0, 1, 2  ·  0-4")

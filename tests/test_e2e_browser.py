@@ -146,7 +146,11 @@ def test_train_page_end_to_end(server):
             page.wait_for_function(
                 "() => window.__cx && new Set(window.__cx.counts.map(c => c[1]).filter(n => n > 0)).size >= 3",
                 timeout=180_000)
-            page.get_by_role("button", name=re.compile("Stop$")).first.click()
+            # one card per job: an earlier Streamlit race once left a stale copy of the card above the live one
+            stops = page.get_by_role("button", name=re.compile("Stop$"))
+            print(f"\njob cards with a Stop button: {stops.count()}")
+            assert stops.count() == 1, "a job shows more than one card"
+            stops.first.click()
             page.get_by_text(re.compile(r"Stopped after \d+ epoch")).first.wait_for(timeout=180_000)
             page.wait_for_timeout(1500)  # let the stopped card's chart render
             cx = page.evaluate("() => window.__cx")
@@ -156,7 +160,8 @@ def test_train_page_end_to_end(server):
             print("\ntest-accuracy points in the chart over time: "
                   + ", ".join(f"{n} at +{t - t0:.1f} s" for t, n in cx["counts"]))
             partial = [n for n in counts if 0 < n < epochs]
-            assert len(set(partial)) >= 3 and counts == sorted(counts), "the chart did not gain points epoch by epoch"
+            # (a redraw of the whole page briefly shows no chart: 0 points; the chart itself only grows)
+            assert len(set(partial)) >= 3 and partial == sorted(partial), "the chart did not gain points epoch by epoch"
             delays = [seen - float(w) for w, seen in sorted(cx["seen"].items())]
             print("epoch end -> point in the browser's chart: " + ", ".join(f"{d:.2f} s" for d in delays)
                   + f" (mean {sum(delays) / len(delays):.2f} s, max {max(delays):.2f} s)")
