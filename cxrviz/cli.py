@@ -251,7 +251,7 @@ def _add_train_args(p: argparse.ArgumentParser, with_arch: bool) -> None:
         p.add_argument("--lr", type=float, default=None)
         p.add_argument("--optimizer", choices=["adamw", "sgd", "adam"], default=None)
         p.add_argument("--augment", choices=["none", "light", "standard"], default=None,
-                       help="default: the recipe's (light)")
+                       help="default: the recipe's (none for the deck's four models, light for LeNet-5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
