@@ -38,4 +38,21 @@ def test_gpu_script_runs_on_cpu_with_tiny_config(real_data, tmp_path):
     for name in ("AlexNet", "VGG-19", "GoogLeNet", "ResNet-18"):
         assert any(line.startswith(name) for line in p.stdout.splitlines()), p.stdout
     assert "all four models, wall clock" in p.stdout
+    assert "where the time went" in p.stdout
     assert len(list((tmp_path / "ck").iterdir())) == 4
+
+
+def test_recipe_sweep_runs_and_reports(real_data, tmp_path):
+    out = tmp_path / "sweep.jsonl"
+    p = subprocess.run(["python3", "benchmarks/recipe_sweep.py", "--data", str(real_data), "--arch", "lenet5",
+                        "--grid", "tiny", "--img-size", "32", "--epochs", "1", "--seeds", "0", "1", "--jobs", "2",
+                        "--threads", "1", "--device", "cpu", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4 and all("error" not in r for r in rows), rows
+    assert {(r["variant"], r["seed"]) for r in rows} == {(v, s) for v in ("recipe", "lr5e-4") for s in (0, 1)}
+    assert all(0 <= r["acc"] <= 1 and len(r["accs"]) == 1 and r["img_size"] == 32 for r in rows)
+    assert next(r for r in rows if r["variant"] == "lr5e-4")["overrides"] == {"lr": 5e-4}
+    table = p.stdout[p.stdout.index("final test accuracy"):]
+    assert "recipe" in table and "lr5e-4" in table and "mean" in table
