@@ -176,8 +176,11 @@ if src is not None:
         def estimate_panel() -> None:
             ests = [estimate_job(cfg, n_train, n_test, probe="off") for cfg in resolved]
             still = probes_pending() and not all(e.measured for e in ests)
-            if pending and not still:
-                st.rerun()  # all measured: redraw once without the refresh timer
+            if pending and not still and not reg.busy():
+                # all measured: redraw once without the refresh timer. Not once training has begun (that
+                # cancels the timing): a full rerun fired from here then races the launch's own rerun and
+                # the live view's timer, and Streamlit has left a stale copy of a job card behind.
+                st.rerun()
             plan = pd.DataFrame([{
                 "model": get_spec(cfg.arch).display, "seed": cfg.seed, "size (px)": cfg.img_size,
                 "epochs": cfg.epochs, "batch": cfg.batch_size, "optimiser": cfg.optimizer, "lr": f"{cfg.lr:g}",

@@ -1,7 +1,8 @@
-"""End to end in a real browser: `streamlit run app.py`, open Train, launch a tiny run on the synthetic
-set, watch its chart gain points, stop it from its card, reload and still see it. Measures the delay between
-each epoch's end (the job's "wall" timestamp, carried in the chart's customdata) and its point showing
-up in the browser's chart, and saves a screenshot to test-artifacts/e2e_train.png.
+"""End to end in a real browser: `streamlit run app.py`, open Train, launch a long run on the synthetic
+set, watch its chart gain points, stop it from its card, run a tiny one to the end, reload and still see
+both. Measures the delay between each epoch's end (the job's "wall" timestamp, carried in the chart's
+customdata) and its point showing up in the browser's chart, and saves a screenshot to
+test-artifacts/e2e_train.png.
 
 Skipped when Playwright or /usr/bin/chromium is missing (CI installs both)."""
 import os
@@ -107,9 +108,9 @@ def _checkbox(page, label: str):
 
 def test_train_page_end_to_end(server):
     url, ckpt = server
-    # A run far longer than the test watches it: the chart must gain points epoch by epoch whatever this
-    # machine's speed (a 6-epoch run once finished inside one refresh on a fast CI machine), then the
-    # card's Stop button ends it and keeps the epochs so far.
+    # First a run far longer than the test watches it: the chart must gain points epoch by epoch whatever
+    # this machine's speed (a 6-epoch run once finished inside one refresh on a fast CI machine), then the
+    # card's Stop button ends it and keeps the epochs so far. Then a 3-epoch run that finishes.
     size, epochs = 64, 1000
     label = f"LeNet-5 {size}px e{epochs} s0"
     with sync_api.sync_playwright() as pw:
@@ -175,13 +176,28 @@ def test_train_page_end_to_end(server):
             run = read_run(runs[0])
             assert run.status == "stopped" and 3 <= len(run.history["history"]) < epochs
 
-            # jobs live in the server, not the tab: a reload shows the same finished run
+            # then a tiny run that finishes: 3 epochs
+            _wait_idle(page)
+            box = page.get_by_label("Epochs", exact=True)
+            box.fill("3")
+            box.press("Enter")
+            _wait_idle(page)
+            short = f"LeNet-5 {size}px e3 s0"
+            page.get_by_role("button", name=re.compile(r"Launch 1 job")).click()
+            page.get_by_text(re.compile(r"done: test acc")).first.wait_for(timeout=180_000)
+            page.get_by_text(short).first.wait_for()
+            runs = {read_run(p).status: read_run(p) for p in ckpt.iterdir() if (p / "run.json").exists()}
+            assert set(runs) == {"stopped", "done"} and len(runs["done"].history["history"]) == 3
+
+            # jobs live in the server, not the tab: a reload shows the same stopped and finished runs
             page.reload()
             page.get_by_text(label).first.wait_for()
+            page.get_by_text(short).first.wait_for()
             page.get_by_text(re.compile(r"Stopped after \d+ epoch")).first.wait_for()
+            page.get_by_text(re.compile(r"done: test acc")).first.wait_for()
             page.locator(".js-plotly-plot").first.wait_for()
             _wait_idle(page)
-            assert page.get_by_text(label).count() >= 1
+            assert page.get_by_text(label).count() >= 1 and page.get_by_text(short).count() >= 1
             ARTIFACTS.mkdir(exist_ok=True)
             page.set_viewport_size({"width": 1400, "height": 2600})  # Streamlit scrolls inside the page
             page.wait_for_timeout(1000)

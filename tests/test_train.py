@@ -108,7 +108,7 @@ def test_config_errors(real_data, kw, msg):
 
 def test_recipe_fills_defaults():
     c = TrainConfig(arch="alexnet").resolved()
-    assert (c.optimizer, c.lr, c.img_size, c.epochs, c.augment) == ("adam", 1e-4, 128, 20, "light")
+    assert (c.optimizer, c.lr, c.img_size, c.epochs, c.augment) == ("adam", 1e-4, 128, 20, "none")
     assert TrainConfig(arch="resnet18", lr=0.05).resolved().lr == 0.05
 
 
