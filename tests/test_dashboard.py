@@ -75,6 +75,15 @@ def test_estimate_from_a_measured_step_scales_with_the_work():
     assert long_run_warning([one]) is None
 
 
+def test_a_tiny_models_probe_does_not_skew_other_estimates():
+    n_train, n_test = split_sizes(open_dataset(None))
+    cfg = TrainConfig(arch="resnet101", img_size=128, device="cpu")
+    before = estimate_job(cfg, n_train, n_test, probe="off")
+    estimate_job(TrainConfig(arch="lenet5", img_size=32, epochs=1, device="cpu"), n_train, n_test, probe="sync")
+    after = estimate_job(cfg, n_train, n_test, probe="off")
+    assert not after.measured and after.seconds == before.seconds
+
+
 def test_long_run_warning_for_vgg19_at_224_on_a_cpu():
     n_train, n_test = split_sizes(open_dataset(None))
     est = estimate_job(TrainConfig(arch="vgg19", img_size=224, device="cpu"), n_train, n_test, probe="off")
