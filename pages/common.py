@@ -154,3 +154,14 @@ def upload_or_test_image(prefix: str, upload: bool):
                      format_func=lambda k: f"{items[k][0]}  (true: {items[k][1]})", key=f"{prefix}_pick")
     img, err = _test_image(str(src.root), int(i), src)
     return img, f"test:{src.root}:{i}", err
+
+
+def dataset_picker(where, df_all, key: str, help: str | None = None) -> str:
+    """Choose which dataset's runs to show (runs on different datasets are never ranked together); ``where``
+    is st, st.sidebar or a column. Defaults to the dataset with the most runs."""
+    from cxrviz.report import dataset_counts, default_dataset
+
+    counts = dataset_counts(df_all)
+    datasets = list(counts)
+    return where.selectbox("Dataset", datasets, index=datasets.index(default_dataset(df_all)), key=key, help=help,
+                           format_func=lambda d: f"{d} ({counts[d]} run{'s' if counts[d] != 1 else ''})")

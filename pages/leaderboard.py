@@ -5,10 +5,10 @@ import streamlit as st
 
 from cxrviz import figures
 from cxrviz.report import (EXPORT_EXT, EXPORT_MIME, HIGHER_BETTER, LOWER_BETTER, SYNTHETIC, dataset_counts,
-                           default_dataset, display_groups, display_table, export, filter_frame,
+                           display_groups, display_table, export, filter_frame,
                            leaderboard_frame, runs_frame, select_runs, significance)
 from cxrviz.runs import RunError
-from pages.common import dataset_badge, remove_run, stored_runs
+from pages.common import dataset_badge, dataset_picker, remove_run, stored_runs
 
 dataset_badge()
 st.title("Leaderboard")
@@ -29,12 +29,8 @@ df_all = runs_frame(runs)
 
 # ---------------------------------------------------------------- filters
 counts = dataset_counts(df_all)
-datasets = list(counts)
-default_ds = default_dataset(df_all)
 c1, c2, c3, c4, c5 = st.columns([2, 1.3, 2, 1.3, 1.3])
-dataset = c1.selectbox("Dataset", datasets, index=datasets.index(default_ds),
-                       format_func=lambda d: f"{d} ({counts[d]} run{'s' if counts[d] != 1 else ''})",
-                       key="lb_dataset", help="Runs on different datasets are never ranked together.")
+dataset = dataset_picker(c1, df_all, "lb_dataset", help="Runs on different datasets are never ranked together.")
 view = c2.radio("View", ["Runs", "Seed groups"], key="lb_view", horizontal=True,
                 help="Seed groups: runs of one configuration with different seeds, as mean ± sd.")
 df_ds = filter_frame(df_all, dataset=dataset)

@@ -5,9 +5,9 @@ from functools import partial
 import streamlit as st
 
 from cxrviz import figures
-from cxrviz.report import (DECK_DEVICE, SYNTHETIC, caveats, dataset_counts, default_dataset, export, filter_frame,
+from cxrviz.report import (DECK_DEVICE, SYNTHETIC, caveats, export, filter_frame,
                            runs_frame, select_runs, seminar_frame, seminar_table)
-from pages.common import dataset_badge, stored_runs
+from pages.common import dataset_badge, dataset_picker, stored_runs
 
 dataset_badge()
 st.markdown("""
@@ -31,10 +31,7 @@ if not runs:
     st.stop()
 
 df_all = runs_frame(runs)
-counts = dataset_counts(df_all)
-datasets = list(counts)
-dataset = st.sidebar.selectbox("Dataset", datasets, index=datasets.index(default_dataset(df_all)),
-                               format_func=lambda d: f"{d} ({counts[d]} runs)", key="sem_dataset")
+dataset = dataset_picker(st.sidebar, df_all, "sem_dataset")
 df = filter_frame(df_all, dataset=dataset)
 sel = select_runs(runs, df)
 
