@@ -213,6 +213,7 @@ st.subheader("Jobs")
 snaps = reg.snapshots()
 busy = any(s.active for s in snaps)
 layout_sig = tuple((s.id, s.active) for s in snaps)  # what this run drew; the fragment compares reg.layout()
+drawn_with_epochs = {s.id for s in snaps if s.history}
 by_id = {s.id: s for s in snaps}
 
 if not snaps:
@@ -292,6 +293,11 @@ def live_view() -> None:
     if reg.layout() != layout_sig:
         st.rerun()  # a job appeared, ended or was removed: redraw the page (and stop refreshing when idle)
     active = reg.snapshots(active_only=True)
+    if any(s.history and s.id not in drawn_with_epochs for s in active):
+        # A job's first epoch ended: redraw the whole page once. Right after a launch Streamlit has (rarely,
+        # in a race between the launch's rerun and this fragment's timer) left a stale copy of the new job's
+        # card above the live one; a completed full run removes it.
+        st.rerun()
     chosen = []
     for jid in st.session_state.get("train_overlay", []):
         try:
