@@ -39,7 +39,7 @@ from torch import nn
 from .models import get_spec
 from .models.registry import ModelSpec
 from .predict import (ImageInput, Prediction, fast_inference, gray_for, input_tensor, model_lock, nhwc,
-                      VIEW_SIZE, predict_with_model, prediction_from_logits)
+                      VIEW_SIZE, predict_with_model, prediction_from_logits, view_image)
 from .runs import Run, RunError, load_model
 
 __all__ = ["CAM_METHODS", "SLOW_METHODS", "CLASS_AGNOSTIC", "GRADIENT_METHODS", "ExplainError", "Explanation",
@@ -171,12 +171,7 @@ def display_image(gray: np.ndarray, max_side: int = DISPLAY_SIZE) -> np.ndarray:
     g = np.asarray(gray)
     if g.ndim != 2 or g.dtype != np.uint8:
         raise ExplainError(f"expected a 2-D uint8 grayscale image, got {g.dtype} {g.shape}")
-    h, w = g.shape
-    s = max(h, w)
-    if s <= max_side:
-        return g
-    nh, nw = max(1, round(h * max_side / s)), max(1, round(w * max_side / s))
-    return np.asarray(Image.fromarray(g).resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0))
+    return view_image(g, max_side)
 
 
 def _resize_map(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
