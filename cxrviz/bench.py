@@ -88,6 +88,7 @@ def bench_overhead(arch: str, size: int, steps: int, batch_size: int, device: st
     warm-up step). On a GPU the trainer syncs once per epoch and emits no batch events, so both are timed
     per epoch of the same number of steps (the first epoch is warm-up), each with one sync at its end."""
     from cxrviz.data import load_split, open_dataset
+    from cxrviz.models import get_spec
     from cxrviz.train import TrainConfig, make_optimizer, select_device, train
 
     src = open_dataset(data)
@@ -118,7 +119,7 @@ def bench_overhead(arch: str, size: int, steps: int, batch_size: int, device: st
         trainer_step = statistics.median(b - a for a, b in zip(marks, marks[1:]))
 
     torch.manual_seed(0)
-    model = __import__("cxrviz.models", fromlist=["get_spec"]).get_spec(arch).build(3, 1).to(dev).train()
+    model = get_spec(arch).build(3, 1).to(dev).train()
     opt = make_optimizer(model, c)
     x = torch.randn(bs, 1, size, size, device=dev)
     y = torch.randint(0, 3, (bs,), device=dev)
@@ -152,7 +153,7 @@ def bench_overhead(arch: str, size: int, steps: int, batch_size: int, device: st
 
 # ---------------------------------------------------------------- c. end to end
 def bench_end_to_end(data: str | None, arch: str, size: int, epochs: int, device: str) -> dict:
-    from cxrviz.data import ImageCache, load_split, open_dataset
+    from cxrviz.data import ImageCache, open_dataset
     from cxrviz.data import cache as cache_mod
     from cxrviz.data.dataset import _SPLIT_MEMO
     from cxrviz.train import TrainConfig, train
@@ -169,7 +170,6 @@ def bench_end_to_end(data: str | None, arch: str, size: int, epochs: int, device
         finally:
             cache_mod._DEFAULT = old
             _SPLIT_MEMO.clear()
-    del load_split
     return {"arch": arch, "size": size, "epochs": epochs, "dataset": src.label, "wall_s": wall,
             "data_s": r.timings["data_s"], "train_s": r.timings["train_s"], "eval_s": r.timings["eval_s"],
             "test_acc": r.evaluation["accuracy"] if r.evaluation else None, "goal_s": 216}
