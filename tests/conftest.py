@@ -141,3 +141,14 @@ def lenet_run(tmp_path_factory):
     runs, problems = list_runs(root)
     assert len(runs) == 1 and not problems
     return root, runs[0]
+
+
+def tiny_train_settings(at, seeds: str = "0"):
+    """On the Train page (an AppTest): LeNet-5 only, 32 px, 1 epoch, the given seeds; no error shown."""
+    at.checkbox(key="t_arch_resnet18").uncheck()
+    at.checkbox(key="t_arch_lenet5").check()
+    at.number_input(key="t_img_size").set_value(32)
+    at.number_input(key="t_epochs").set_value(1)
+    at.text_input(key="t_seeds").set_value(seeds).run()
+    assert not at.exception and not at.error
+    return at

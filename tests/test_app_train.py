@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import tiny_train_settings
 from cxrviz.jobs import DONE, RUNNING, STOPPED
 from cxrviz.models import REGISTRY
 
@@ -123,13 +124,7 @@ def test_train_bad_settings_show_one_line_errors(registry):
 
 
 def _tiny_launch(at: AppTest, seeds: str = "0") -> AppTest:
-    at.checkbox(key="t_arch_resnet18").uncheck()
-    at.checkbox(key="t_arch_lenet5").check()
-    at.number_input(key="t_img_size").set_value(32)
-    at.number_input(key="t_epochs").set_value(1)
-    at.text_input(key="t_seeds").set_value(seeds).run()
-    assert not at.exception and not at.error
-    return at.button(key="t_launch").click().run()
+    return tiny_train_settings(at, seeds).button(key="t_launch").click().run()
 
 
 def test_launch_creates_jobs_seen_by_every_session(registry, ckpt_root):

@@ -25,6 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import tiny_train_settings
 from cxrviz.data import synthetic
 from cxrviz.jobs import DONE, FAILED, STOPPED, JobRegistry
 from cxrviz.runs import cleanup_stale, list_runs, load_model
@@ -354,13 +355,7 @@ def test_two_app_sessions_launch_at_the_same_moment(tiny_data, ckpt_root):
         at.session_state["data_path"] = str(tiny_data)
         at.run()
         at.switch_page("pages/train.py").run()
-        at.checkbox(key="t_arch_resnet18").uncheck()
-        at.checkbox(key="t_arch_lenet5").check()
-        at.number_input(key="t_img_size").set_value(32)
-        at.number_input(key="t_epochs").set_value(1)
-        at.text_input(key="t_seeds").set_value(seed).run()
-        assert not at.exception and not at.error
-        sessions.append(at)
+        sessions.append(tiny_train_settings(at, seed))
     barrier = threading.Barrier(2)
     errors = []
 
