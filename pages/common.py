@@ -138,6 +138,8 @@ def upload_or_test_image(prefix: str, upload: bool):
     """The image picker shared by Compare and Explain, under their own radio: an upload or a pick from the
     current dataset's test split -> (ImageInput | None, cache key | None, one-line error | None)."""
     if upload:
+        # no ``type=`` filter: DICOM exports often have no extension (IM000001), and whatever arrives, the
+        # decoder answers with a one-line message ("not an image", "truncated", ...)
         up = st.file_uploader(f"Radiograph: {FORMATS}; up to {MAX_UPLOAD_BYTES // 2**20} MB", key=f"{prefix}_upload",
                               max_upload_size=MAX_UPLOAD_BYTES // 2**20)
         if up is None:

@@ -6,8 +6,6 @@ import streamlit as st
 from cxrviz.predict import agreement, best_runs, predict_runs, view_image
 from pages.common import dataset_badge, model_cache, release_deleted, stored_runs, upload_or_test_image
 
-# No ``type=`` filter on the uploader: DICOM exports often have no extension (IM000001), and whatever
-# arrives, the decoder answers with a one-line message ("not an image", "truncated", ...).
 HANDOFF = "explain_input"  # session_state: the image and runs handed to the Explain page
 COLS = 4
 

@@ -9,8 +9,6 @@ from cxrviz.explain import (CAM_METHODS, CLASS_AGNOSTIC, SLOW_METHODS, display_i
 from cxrviz.predict import best_runs, stored_test_image
 from pages.common import dataset_badge, model_cache, release_deleted, stored_runs, upload_or_test_image
 
-# No ``type=`` filter on the uploader: DICOM exports often have no extension (IM000001), and whatever
-# arrives, the decoder answers with a one-line message ("not an image", "truncated", ...).
 HANDOFF = "explain_input"  # set by the Compare page
 COLS = 4
 METHOD_HELP = {

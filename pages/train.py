@@ -226,8 +226,8 @@ else:
         st.session_state["train_overlay"] = [i for i in st.session_state["train_overlay"] if i in options]
     t1.multiselect("Overlay runs in one chart", options, key="train_overlay", format_func=lambda i: by_id[i].label,
                    placeholder="choose two or more jobs to compare their curves")
-    # on_click callbacks (here and on the cards) run before the rerun they trigger, so a click is never lost,
-    # even when it lands while a full rerun is replacing the live fragment
+    # on_click callbacks (here and on the cards) act before the rerun they trigger, which then draws the new
+    # state: no st.rerun() of their own
     t2.button("⏹ Stop all", disabled=not busy, width="stretch", on_click=reg.stop_all, kwargs={"keep": True})
     t3.button("🧹 Clear finished", disabled=all(s.active for s in snaps), width="stretch",
               help="Removes finished jobs from this list; their stored runs stay on the leaderboard.",
