@@ -118,24 +118,16 @@ with tabs[1]:
                "(seeds); diamonds: the deck's single-run figure.")
     png_button(partial(figures.acc_per_arch_png, df, dataset != SYNTHETIC), "accuracy-per-architecture",
                "lb_png_arch")
-with tabs[2]:
-    if chosen:
-        st.plotly_chart(figures.confusions(chosen), key="lb_fig_cm")
-        png_button(partial(figures.confusions_png, chosen), "confusion-matrices", "lb_png_cm")
-    else:
-        st.info("Pick runs above.")
-with tabs[3]:
-    if chosen:
-        st.plotly_chart(figures.roc(chosen), key="lb_fig_roc")
-        png_button(partial(figures.roc_png, chosen), "roc-curves", "lb_png_roc")
-    else:
-        st.info("Pick runs above.")
-with tabs[4]:
-    if chosen:
-        st.plotly_chart(figures.training_curves(chosen), key="lb_fig_curves")
-        png_button(partial(figures.training_curves_png, chosen), "training-curves", "lb_png_curves")
-    else:
-        st.info("Pick runs above.")
+for tab, fig, png, name, key in ((tabs[2], figures.confusions, figures.confusions_png, "confusion-matrices", "cm"),
+                                  (tabs[3], figures.roc, figures.roc_png, "roc-curves", "roc"),
+                                  (tabs[4], figures.training_curves, figures.training_curves_png, "training-curves",
+                                   "curves")):
+    with tab:
+        if chosen:
+            st.plotly_chart(fig(chosen), key=f"lb_fig_{key}")
+            png_button(partial(png, chosen), name, f"lb_png_{key}")
+        else:
+            st.info("Pick runs above.")
 with tabs[5]:
     if len(chosen) < 2:
         st.info("Pick at least two runs above for pairwise tests.")
