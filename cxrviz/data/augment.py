@@ -35,7 +35,10 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
 
 def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
     """x: float [B, C, H, W] in 0..1 on any device. Random numbers come from the CPU generator ``g`` so a
-    seed gives the same augmentation on every device."""
+    seed gives the same augmentation on every device.
+
+    "none" goes through the same (identity) warp, which moves pixels by at most ~3e-5. Skipping it was tried
+    and not kept: it changed the reference runs in the README (VGG-19, seed 0: 87.9 % -> 81.8 %)."""
     b = x.shape[0]
     area = _uniform(b, *cfg.scale, g)
     logr = _uniform(b, math.log(cfg.ratio[0]), math.log(cfg.ratio[1]), g)
@@ -54,7 +57,13 @@ def augment_batch(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> to
                          torch.stack([sx * sin * flip, sy * cos, ty], 1)], 1)
     bright = (torch.rand(b, generator=g) * 2 - 1) * cfg.brightness
     contrast = 1 + (torch.rand(b, generator=g) * 2 - 1) * cfg.contrast
-    theta, bright, contrast = (t.to(x.device, x.dtype) for t in (theta, bright, contrast))
+    # one copy to the device, not three, and from pinned memory on a GPU: a copy from pageable memory waits
+    # for the GPU's queue to drain, which was a host sync every step
+    params = torch.cat([theta.reshape(b, 6), bright[:, None], contrast[:, None]], 1)
+    if x.is_cuda:
+        params = params.pin_memory()
+    params = params.to(x.device, x.dtype, non_blocking=True)
+    theta, bright, contrast = params[:, :6].reshape(b, 2, 3), params[:, 6], params[:, 7]
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
