@@ -100,6 +100,7 @@ def bench_overhead(arch: str, size: int, steps: int, batch_size: int, device: st
     n_train = len(load_split(src, "train", size))
     bs = min(batch_size, n_train)
     per_epoch = n_train // bs
+    reps = per_epoch if cuda else 1  # bare-loop steps per timing: an epoch's worth on a GPU, one on the CPU
     marks: list[float] = []
     epoch_times: list[float] = []
     stop = threading.Event()
@@ -139,14 +140,14 @@ def bench_overhead(arch: str, size: int, steps: int, batch_size: int, device: st
     times = []
     for i in range(steps + 1):
         t = time.perf_counter()
-        for _ in range(per_epoch if cuda else 1):
+        for _ in range(reps):
             step()
         if cuda:
             torch.cuda.synchronize()
         if i:
-            times.append((time.perf_counter() - t) / (per_epoch if cuda else 1))
+            times.append((time.perf_counter() - t) / reps)
     bare_step = statistics.median(times)
-    return {"arch": arch, "size": size, "batch": bs, "steps": steps * (per_epoch if cuda else 1),
+    return {"arch": arch, "size": size, "batch": bs, "steps": steps * reps,
             "trainer_img_s": bs / trainer_step, "bare_img_s": bs / bare_step,
             "overhead_pct": 100 * (trainer_step / bare_step - 1), "goal_pct": 10}
 

@@ -69,9 +69,8 @@ def _submit(configs: list[TrainConfig], what: str) -> None:
     st.session_state["train_last_launch"] = (sig, time.time())
     if len(ids) > 1:
         st.session_state["train_overlay"] = ids
-    # Redraw at once: the page above this button was drawn before the job existed (its estimate panel may
-    # still be timing models, which would otherwise trigger a second full rerun a moment later, while the
-    # live view is already refreshing: interleaved that way, Streamlit has left a stale copy of a job card).
+    # redraw at once: the page above this button (estimate panel, live view timer) was drawn before the job
+    # existed; the toast is shown by the redraw
     st.session_state["train_flash"] = f"Queued {len(ids)} {what} job(s)."
     st.rerun()
 
@@ -241,6 +240,11 @@ def _stop(job_id: str, keep_key: str | None = None) -> None:
         pass
 
 
+def _cancel(job_ids: list[str]) -> None:
+    for job_id in job_ids:
+        _stop(job_id)
+
+
 def _figure(s) -> object:
     """Build a job's chart once per snapshot version (unchanged cards reuse their figure)."""
     memo = st.session_state.setdefault("_train_figs", {})
@@ -310,7 +314,7 @@ def live_view() -> None:
         st.caption(f"{len(rest)} more job(s) queued: " + ", ".join(s.label for s in rest[:50])
                    + (" …" if len(rest) > 50 else ""))
         st.button(f"✖ Cancel these {len(rest)} queued job(s)", key="cancel_rest",
-                  on_click=lambda ids=[s.id for s in rest]: [_stop(i) for i in ids])
+                  on_click=_cancel, args=([s.id for s in rest],))
 
 
 # Each self-refreshing fragment sits alone in a container of its own (here and around estimate_panel). When a

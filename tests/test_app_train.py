@@ -7,7 +7,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import tiny_train_settings
-from cxrviz.jobs import DONE, RUNNING, STOPPED
+from cxrviz.jobs import CANCELLED, DONE, QUEUED, RUNNING, STOPPED
 from cxrviz.models import REGISTRY
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -181,3 +181,19 @@ def test_stop_button_on_a_running_card(registry):
     assert s.status == STOPPED and s.run_id is None  # discarded as chosen
     at.run()
     assert "discarded" in texts(at)
+
+
+def test_cancel_button_for_the_queue_beyond_the_cards(registry):
+    """Queued jobs beyond the page's cards are one line with one Cancel button; it cancels exactly those."""
+    from cxrviz.train import TrainConfig
+
+    ids = registry.submit([TrainConfig(arch="lenet5", img_size=32, epochs=500, seed=i) for i in range(12)])
+    at = page("train")
+    keys = {b.key for b in at.button}
+    carded = [j for j in ids if {f"stop_{j}", f"cancel_{j}"} & keys]
+    rest = [j for j in ids if j not in carded]
+    assert carded and rest
+    at.button(key="cancel_rest").click().run()
+    assert not at.exception
+    assert [registry.get(j).status for j in rest] == [CANCELLED] * len(rest)
+    assert all(registry.get(j).status in (QUEUED, RUNNING) for j in carded)
