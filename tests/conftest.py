@@ -25,6 +25,16 @@ def real_data() -> Path:
     return DATA
 
 
+@pytest.fixture(scope="session")
+def synthetic_folder(tmp_path_factory) -> Path:
+    """The built-in synthetic set written to disk in the Kaggle layout (train/ and test/, one folder per class;
+    PNG and JPEG, grayscale and RGB, a few non-square sizes): for every test that needs real image files but
+    not the real dataset. Session-scoped and read-only: copy it before changing it."""
+    from cxrviz.data.synthetic import write_folder
+
+    return write_folder(tmp_path_factory.mktemp("synthetic-data") / "synthetic-cxr")
+
+
 @pytest.fixture
 def ckpt_root(tmp_path, monkeypatch) -> Path:
     root = tmp_path / "checkpoints"

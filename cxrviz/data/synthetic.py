@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_SIZE",
     "make_phantom",
     "make_split",
+    "write_folder",
 ]
 
 CLASSES = ["Covid", "Normal", "Viral Pneumonia"]
@@ -463,3 +464,46 @@ def make_split(
             k += 1
     order = np.random.default_rng(np.random.SeedSequence(entropy=entropy, spawn_key=(len(CLASSES), 0))).permutation(n)
     return images[order], labels[order]
+
+
+# --------------------------------------------------------------------------- #
+# the synthetic set written to disk, in the Kaggle layout
+# --------------------------------------------------------------------------- #
+def write_folder(
+    root,
+    counts: dict[str, int] | None = None,
+    size: int = 96,
+    seed: int = 0,
+    odd_sizes: bool = True,
+) -> "Path":
+    """Write the synthetic set as real image files: ``root/{train,test}/<class>/<name>.{png,jpg}``.
+
+    The files vary the way a real folder does: PNG and JPEG, 8-bit grayscale and RGB, and (with
+    ``odd_sizes``) a few non-square sizes, so the decoder, cache and dataset code run exactly as they do
+    on the Kaggle folder. ``counts`` gives images per class per split (default 24 train / 8 test). Files
+    are written to a temp name and renamed, so an interrupted call leaves no half-written image.
+    Returns ``root``.
+    """
+    import os
+    from pathlib import Path
+
+    from PIL import Image
+
+    counts = counts or {"train": 24, "test": 8}
+    root = Path(root)
+    for split, n in counts.items():
+        imgs, labels = make_split(split, size, n_per_class=n, seed=seed)
+        for cls in CLASSES:
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+        for i, (img, y) in enumerate(zip(imgs, labels.tolist())):
+            im = Image.fromarray(img)
+            if odd_sizes and i % 5 == 3:  # non-square, as radiographs are
+                im = im.resize((size + 17, size - 9), Image.BILINEAR)
+            if i % 3 == 1:
+                im = im.convert("RGB")
+            ext, fmt = (".jpg", "JPEG") if i % 2 else (".png", "PNG")
+            out = root / split / CLASSES[y] / f"{split}-{i:05d}{ext}"
+            tmp = out.with_name(out.name + ".part")
+            im.save(tmp, fmt, **({"quality": 92} if fmt == "JPEG" else {}))
+            os.replace(tmp, out)
+    return root
