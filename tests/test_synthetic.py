@@ -180,3 +180,19 @@ def test_viral_is_more_asymmetric_than_covid():
 def test_no_streamlit_dependency():
     src = open(syn.__file__, encoding="utf-8").read()
     assert "import streamlit" not in src and "from streamlit" not in src
+
+
+@pytest.mark.parametrize(
+    "split,size,n,seed,expected",
+    [
+        # sha256 of images then labels, computed before make_phantom was split into named steps
+        ("train", 64, 4, 0, "c61ad8ccfce5f7797122d5de38dd146c5152ccc4696dcf02104a2240948fdd40"),
+        ("test", 48, 3, 1, "512fa41ab808da445abd51cd55a47cc17dfad911c1410485eb60bf896f30424f"),
+    ],
+)
+def test_synthetic_set_is_byte_identical(split, size, n, seed, expected):
+    import hashlib
+
+    x, y = make_split(split, size, n_per_class=n, seed=seed)
+    digest = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
+    assert digest == expected
