@@ -22,7 +22,6 @@ every session of the app shares.
 """
 from __future__ import annotations
 
-import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from .predict import (ImageInput, Prediction, fast_inference, gray_for, input_te
 from .runs import Run, RunError, load_model
 
 __all__ = ["CAM_METHODS", "SLOW_METHODS", "CLASS_AGNOSTIC", "GRADIENT_METHODS", "ExplainError", "Explanation",
-           "compute_cam", "overlay", "display_image", "explain_runs", "side_by_side_png", "misclassified"]
+           "compute_cam", "overlay", "display_image", "explain_runs", "misclassified"]
 
 CAM_METHODS: dict[str, type] = {
     "GradCAM": GradCAM,
@@ -262,46 +261,6 @@ def explain_runs(image, runs: list[Run], model_loader=None, method: str = "GradC
         except (ExplainError, RunError, ValueError, RuntimeError) as e:
             ex.error = f"{r.label}: {_one_line(e)}" if not str(e).startswith(r.label) else _one_line(e)
     return out
-
-
-def side_by_side_png(image, explanations: list[Explanation], alpha: float = 0.5,
-                     title: str | None = None, include_original: bool = True, dpi: int = 110,
-                     colormap: str = "jet") -> bytes:
-    """The original and every run's overlay in one row (wrapping after 4 panels), titled with the run,
-    its prediction and the class the map explains; PNG bytes."""
-    from matplotlib.figure import Figure
-
-    shown = display_image(image.gray() if isinstance(image, ImageInput) else image)
-    panels: list[tuple[np.ndarray | None, str]] = []
-    if include_original:
-        panels.append((np.stack([shown] * 3, -1), "input"))
-    for ex in explanations:
-        if ex.ok:
-            p = ex.prediction
-            what = f"CAM: {ex.target}" if ex.target else "CAM: class-agnostic"
-            panels.append((overlay(shown, ex.cam, alpha, colormap),
-                           f"{ex.label}\n{p.predicted} {100 * p.confidence:.1f} % · {what}"))
-        else:
-            panels.append((None, f"{ex.label}\n{(ex.error or 'no map')[:60]}"))
-    cols = min(4, max(1, len(panels)))
-    rows = math.ceil(len(panels) / cols)
-    h, w = shown.shape
-    pw = 3.2
-    fig = Figure(figsize=(pw * cols, pw * h / w * rows + 0.75 * rows + (0.4 if title else 0)), dpi=dpi)
-    for j, (img, ttl) in enumerate(panels):
-        ax = fig.add_subplot(rows, cols, j + 1)
-        if img is not None:
-            ax.imshow(img)
-        else:
-            ax.text(0.5, 0.5, "failed", ha="center", va="center")
-        ax.set_title(ttl, fontsize=8)
-        ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------------------------- gallery

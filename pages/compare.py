@@ -1,23 +1,13 @@
 """Compare: one radiograph (upload or a test-split image), every selected stored run side by side."""
 
-import plotly.graph_objects as go
 import streamlit as st
 
+from cxrviz.plots.predict import probability_bars
 from cxrviz.predict import agreement, best_runs, predict_runs, view_image
 from pages.common import dataset_badge, model_cache, release_deleted, stored_runs, upload_or_test_image
 
 HANDOFF = "explain_input"  # session_state: the image and runs handed to the Explain page
 COLS = 4
-
-
-def prob_chart(pred, height: int = 170) -> go.Figure:
-    colors = ["#d62728" if c == pred.predicted else "#9aa5b1" for c in pred.classes]
-    fig = go.Figure(go.Bar(x=[100 * p for p in pred.probs], y=pred.classes, orientation="h", marker_color=colors,
-                           text=[f"{100 * p:.1f} %" for p in pred.probs], textposition="auto",
-                           hovertemplate="%{y}: %{x:.1f} %<extra></extra>"))
-    fig.update_layout(height=height, margin=dict(l=0, r=0, t=4, b=0), xaxis=dict(range=[0, 100], title=None),
-                      yaxis=dict(autorange="reversed"), showlegend=False)
-    return fig
 
 
 def run_options(runs):
@@ -108,7 +98,7 @@ for start in range(0, len(preds), COLS):
             st.markdown(f"**{p.label}**")
             st.metric("Prediction", f"{p.predicted}{mark}", f"{100 * p.confidence:.1f} % confidence",
                       delta_color="off")
-            st.plotly_chart(prob_chart(p), key=f"cmp_chart_{p.run_id}", config={"displayModeBar": False})
+            st.plotly_chart(probability_bars(p), key=f"cmp_chart_{p.run_id}", config={"displayModeBar": False})
             st.caption(f"{p.latency_ms:.0f} ms · {by_id[p.run_id].config['img_size']} px · {p.arch}")
 
 st.divider()

@@ -5,7 +5,8 @@ import streamlit as st
 
 from cxrviz.data import ImageDecodeError
 from cxrviz.explain import (CAM_METHODS, CLASS_AGNOSTIC, SLOW_METHODS, display_image, explain_runs, misclassified,
-                            overlay, side_by_side_png)
+                            overlay)
+from cxrviz.plots.explain import side_by_side_png
 from cxrviz.predict import best_runs, stored_test_image
 from pages.common import dataset_badge, model_cache, release_deleted, stored_runs, upload_or_test_image
 

@@ -3,7 +3,8 @@ from functools import partial
 
 import streamlit as st
 
-from cxrviz import figures
+from cxrviz.plots import leaderboard
+from cxrviz.plots import training
 from cxrviz.report import (EXPORT_EXT, EXPORT_MIME, HIGHER_BETTER, LOWER_BETTER, SYNTHETIC, dataset_counts,
                            display_groups, display_table, export, filter_frame,
                            leaderboard_frame, runs_frame, select_runs, significance)
@@ -110,17 +111,17 @@ def png_button(fn, name: str, key: str) -> None:
 tabs = st.tabs(["Accuracy vs time", "Per architecture", "Confusion matrices", "ROC curves", "Training curves",
                 "Significance"])
 with tabs[0]:
-    st.plotly_chart(figures.acc_vs_time(df), key="lb_fig_time")
-    png_button(partial(figures.acc_vs_time_png, df), "accuracy-vs-time", "lb_png_time")
+    st.plotly_chart(leaderboard.acc_vs_time(df), key="lb_fig_time")
+    png_button(partial(leaderboard.acc_vs_time_png, df), "accuracy-vs-time", "lb_png_time")
 with tabs[1]:
-    st.plotly_chart(figures.acc_per_arch(df, deck=dataset != SYNTHETIC), key="lb_fig_arch")
+    st.plotly_chart(leaderboard.acc_per_arch(df, deck=dataset != SYNTHETIC), key="lb_fig_arch")
     st.caption("Black bar: mean accuracy with its 95 % interval over the test images; dots: individual runs "
                "(seeds); diamonds: the deck's single-run figure.")
-    png_button(partial(figures.acc_per_arch_png, df, dataset != SYNTHETIC), "accuracy-per-architecture",
+    png_button(partial(leaderboard.acc_per_arch_png, df, dataset != SYNTHETIC), "accuracy-per-architecture",
                "lb_png_arch")
-for tab, fig, png, name, key in ((tabs[2], figures.confusions, figures.confusions_png, "confusion-matrices", "cm"),
-                                  (tabs[3], figures.roc, figures.roc_png, "roc-curves", "roc"),
-                                  (tabs[4], figures.training_curves, figures.training_curves_png, "training-curves",
+for tab, fig, png, name, key in ((tabs[2], leaderboard.confusions, leaderboard.confusions_png, "confusion-matrices", "cm"),
+                                  (tabs[3], leaderboard.roc, leaderboard.roc_png, "roc-curves", "roc"),
+                                  (tabs[4], training.training_curves, training.training_curves_png, "training-curves",
                                    "curves")):
     with tab:
         if chosen:
@@ -135,8 +136,8 @@ with tabs[5]:
         sig = significance(chosen)
         left, right = st.columns([3, 2])
         with left:
-            st.plotly_chart(figures.significance_heatmap(sig), key="lb_fig_sig")
-            png_button(partial(figures.significance_png, sig), "mcnemar", "lb_png_sig")
+            st.plotly_chart(leaderboard.significance_heatmap(sig), key="lb_fig_sig")
+            png_button(partial(leaderboard.significance_png, sig), "mcnemar", "lb_png_sig")
         with right:
             st.markdown("**Exact McNemar tests** on the images where the two runs disagree:")
             for pr in sig["pairs"]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cxrviz import charts
 from cxrviz.dashboard import sample_images, size_summary
 from cxrviz.data import find_duplicates, image_size_stats, open_dataset
+from cxrviz.plots import dataset
 from pages.common import DATA_KEY, current_dataset, data_path, dataset_badge, set_data_path, stored_runs
 
 SAMPLES_PER_CLASS = 6
@@ -90,7 +90,7 @@ if dups["groups"]:
     with st.expander(f"{len(dups['groups'])} group(s) of identical files"):
         st.write("\n".join("- " + " = ".join(f"`{s}/…/{f.split('/')[-1]}`" for s, f in g) for g in dups["groups"]))
 
-st.plotly_chart(charts.counts_figure(counts, synthetic=src.synthetic), key="ov_counts",
+st.plotly_chart(dataset.counts_figure(counts, synthetic=src.synthetic), key="ov_counts",
                 config={"displayModeBar": False})
 
 
@@ -128,6 +128,6 @@ else:
     else:
         s1, s2 = st.columns([3, 2])
         s1.dataframe(pd.DataFrame(size_summary(rows)), hide_index=True, width="stretch")
-        s2.plotly_chart(charts.size_scatter_figure(rows), key="ov_sizes", config={"displayModeBar": False})
+        s2.plotly_chart(dataset.size_scatter_figure(rows), key="ov_sizes", config={"displayModeBar": False})
         st.caption("Every image is converted to grayscale and resized to a square of the chosen size for training; "
                    "the original sizes above show how much each class is rescaled.")

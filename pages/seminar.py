@@ -4,7 +4,7 @@ from functools import partial
 
 import streamlit as st
 
-from cxrviz import figures
+from cxrviz.plots import leaderboard
 from cxrviz.report import (DECK_DEVICE, SYNTHETIC, caveats, export, filter_frame,
                            runs_frame, select_runs, seminar_frame, seminar_table)
 from pages.common import dataset_badge, dataset_picker, stored_runs
@@ -46,7 +46,7 @@ st.caption(f"cxrviz: mean ± sd over seeds of each architecture's most-seeded se
            "test images.")
 
 # ---------------------------------------------------------------- the chart
-st.plotly_chart(figures.acc_per_arch(df, deck=True, big=True), key="sem_fig", theme=None)
+st.plotly_chart(leaderboard.acc_per_arch(df, deck=True, big=True), key="sem_fig", theme=None)
 
 # ---------------------------------------------------------------- caveats
 n_test = int(df["n_test"].max()) if df["n_test"].notna().any() else None
@@ -60,6 +60,6 @@ with st.sidebar:
                        mime="text/markdown", key="sem_md", on_click="ignore")
     st.download_button("⬇️ Table (LaTeX)", export(table, "latex"), file_name="cxrviz-seminar.tex",
                        mime="application/x-tex", key="sem_tex", on_click="ignore")
-    st.download_button("⬇️ Chart (PNG)", partial(figures.acc_per_arch_png, df, True),
+    st.download_button("⬇️ Chart (PNG)", partial(leaderboard.acc_per_arch_png, df, True),
                        file_name="cxrviz-accuracy-per-architecture.png", mime="image/png", key="sem_png",
                        on_click="ignore")

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from cxrviz import charts
+from cxrviz.plots import training
 from cxrviz.dashboard import (
     QUICK_DEMO,
     arch_catalogue,
@@ -250,7 +250,7 @@ def _figure(s) -> object:
     memo = st.session_state.setdefault("_train_figs", {})
     hit = memo.get(s.id)
     if hit is None or hit[0] != s.version:
-        hit = memo[s.id] = (s.version, charts.history_figure(charts.series_from_snapshot(s)))
+        hit = memo[s.id] = (s.version, training.history_figure(training.series_from_snapshot(s)))
     return hit[1]
 
 
@@ -303,7 +303,7 @@ def live_view() -> None:
         except KeyError:  # removed in another tab a moment ago
             pass
     if len(chosen) >= 2:
-        st.plotly_chart(charts.history_figure([charts.series_from_snapshot(s) for s in chosen], height=340,
+        st.plotly_chart(training.history_figure([training.series_from_snapshot(s) for s in chosen], height=340,
                                               title="Overlay"), key="overlay_chart", config={"displayModeBar": False})
     elif len(chosen) == 1:
         st.caption("Choose at least two jobs to overlay.")

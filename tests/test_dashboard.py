@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from cxrviz import charts
+from cxrviz.plots import dataset
+from cxrviz.plots import training
 from cxrviz.dashboard import (
     LONG_RUN_S,
     QUICK_DEMO,
@@ -130,8 +131,8 @@ def _rows(n, wall0=1.7e9):
 
 
 def test_history_figure_single_job():
-    s = charts.Series("LeNet-5 32px e3 s0", _rows(3), [0.5, 1.0, 1.5], [1.1, 1.0, 0.9])
-    fig = charts.history_figure(s)
+    s = training.Series("LeNet-5 32px e3 s0", _rows(3), [0.5, 1.0, 1.5], [1.1, 1.0, 0.9])
+    fig = training.history_figure(s)
     kinds = [t.meta["kind"] for t in fig.data]
     assert kinds == ["batch_loss", "train_loss", "test_loss", "train_acc", "test_acc"]
     acc = fig.data[-1]
@@ -141,12 +142,12 @@ def test_history_figure_single_job():
 
 
 def test_history_figure_overlay_and_empty():
-    a = charts.Series("run A", _rows(3))
-    b = charts.Series("run B", _rows(5))
-    fig = charts.history_figure([a, b], title="Overlay")
+    a = training.Series("run A", _rows(3))
+    b = training.Series("run B", _rows(5))
+    fig = training.history_figure([a, b], title="Overlay")
     assert len(fig.data) == 8 and {t.meta["series"] for t in fig.data} == {"run A", "run B"}
     assert [t.name for t in fig.data if t.showlegend] == ["run A", "run B"]
-    empty = charts.history_figure(charts.Series("queued"))
+    empty = training.history_figure(training.Series("queued"))
     assert empty.layout.annotations[-1].text.startswith("waiting")
 
 
@@ -157,20 +158,20 @@ def test_series_from_a_live_job_and_a_stored_run(tmp_path):
     reg = JobRegistry(root=tmp_path)
     jid, = reg.submit([TrainConfig(arch="lenet5", img_size=32, epochs=2)])
     assert reg.wait(120)
-    live = charts.series_from_snapshot(reg.get(jid))
+    live = training.series_from_snapshot(reg.get(jid))
     assert len(live.history) == 2 and len(live.batch_x) == len(live.batch_losses) > 0
     assert live.batch_x[-1] == pytest.approx(2.0)
     run = list_runs(tmp_path)[0][0]
-    stored = charts.series_from_run(run, batches=True)
+    stored = training.series_from_run(run, batches=True)
     assert [r["epoch"] for r in stored.history] == [1, 2] and stored.status == "done"
-    fig = charts.history_figure([live, stored])
+    fig = training.history_figure([live, stored])
     assert len(fig.data) == 8
 
 
 def test_counts_and_size_figures():
-    fig = charts.counts_figure({"train": {"a": 3, "b": 4}, "test": {"a": 1, "b": 2}}, synthetic=True)
+    fig = dataset.counts_figure({"train": {"a": 3, "b": 4}, "test": {"a": 1, "b": 2}}, synthetic=True)
     assert [t.name for t in fig.data] == ["train", "test"] and "synthetic" in fig.layout.title.text
     rows = [{"split": "train", "class": "a", "width": 10, "height": 20, "mode": "L", "file": "x.png"},
             {"split": "test", "class": "b", "width": 30, "height": 40, "mode": "RGB", "file": "y.png"}]
-    fig = charts.size_scatter_figure(rows)
+    fig = dataset.size_scatter_figure(rows)
     assert [t.name for t in fig.data] == ["a", "b"]

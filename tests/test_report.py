@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrviz import figures
+from cxrviz.plots import leaderboard
+from cxrviz.plots import training
 from cxrviz.metrics import aggregate, mcnemar_exact, paired_correctness
 from cxrviz.report import (DECK, SYNTHETIC, arch_summary, best_cells, caveats, dataset_counts, default_dataset,
                            display_groups, display_table, export, filter_frame, fmt_pct, groups_frame,
@@ -225,20 +226,20 @@ def test_figures_build_and_png(mixed_runs):
     df = filter_frame(runs_frame(runs), dataset=REAL)
     sel = select_runs(runs, df)
     sig = significance(sel[:3])
-    figs = [figures.acc_vs_time(df), figures.acc_per_arch(df, deck=True, big=True), figures.confusions(sel),
-            figures.roc(sel), figures.training_curves(sel), figures.significance_heatmap(sig)]
+    figs = [leaderboard.acc_vs_time(df), leaderboard.acc_per_arch(df, deck=True, big=True), leaderboard.confusions(sel),
+            leaderboard.roc(sel), training.training_curves(sel), leaderboard.significance_heatmap(sig)]
     for f in figs:
         assert len(f.data) > 0
         f.to_json()
-    assert len(figures.confusions(sel).data) == len(sel)
+    assert len(leaderboard.confusions(sel).data) == len(sel)
     deck = [t for t in figs[1].data if t.name == "deck (single run)"]
     assert deck and 90.9 in list(deck[0].x)
-    pngs = [figures.acc_vs_time_png(df), figures.acc_per_arch_png(df, True), figures.confusions_png(sel[:2]),
-            figures.roc_png(sel[:2]), figures.training_curves_png(sel[:2]), figures.significance_png(sig),
-            figures.acc_vs_time_png(df.iloc[0:0])]
+    pngs = [leaderboard.acc_vs_time_png(df), leaderboard.acc_per_arch_png(df, True), leaderboard.confusions_png(sel[:2]),
+            leaderboard.roc_png(sel[:2]), training.training_curves_png(sel[:2]), leaderboard.significance_png(sig),
+            leaderboard.acc_vs_time_png(df.iloc[0:0])]
     for b in pngs:
         assert b[:8] == b"\x89PNG\r\n\x1a\n" and len(b) > 1000
-    assert not figures.acc_vs_time(df.iloc[0:0]).data
+    assert not leaderboard.acc_vs_time(df.iloc[0:0]).data
 
 
 def test_cli_table_formats(tiny_runs, monkeypatch, capsys):
@@ -292,7 +293,7 @@ def test_run_stopped_before_any_evaluation(tiny_runs):
     df = runs_frame(mixed)
     assert len(arch_summary(df)) == 3
     assert seminar_frame(mixed)["seeds"].sum() == 4 + 1  # the early run joins its group but adds no accuracy
-    for b in (figures.acc_vs_time_png(df), figures.confusions_png([early]), figures.roc_png([early]),
-              figures.training_curves_png([early])):
+    for b in (leaderboard.acc_vs_time_png(df), leaderboard.confusions_png([early]), leaderboard.roc_png([early]),
+              training.training_curves_png([early])):
         assert b[:4] == b"\x89PNG"
-    assert len(figures.confusions([early]).data) == 0
+    assert len(leaderboard.confusions([early]).data) == 0

@@ -1,67 +1,29 @@
-"""Leaderboard charts: plotly figures for the pages and matplotlib twins that render the same content to
-PNG (kaleido would need a Chrome download). No Streamlit here.
+"""Leaderboard charts (accuracy vs time, accuracy per architecture, confusion matrices, ROC curves, McNemar
+matrix): plotly figures for the pages and, beside each, a matplotlib twin that renders the same content to
+PNG (kaleido would need a Chrome download). The training curves are in :mod:`cxrviz.plots.training`.
 
 Inputs: ``df`` is a (filtered) :func:`cxrviz.report.runs_frame`; ``runs`` a list of :class:`cxrviz.runs.Run`;
 ``sig`` the dict from :func:`cxrviz.report.significance`."""
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from .metrics import roc_curves
-from .models import REGISTRY
-from .report import arch_summary, unique_labels
-from .runs import Run, RunError
-
-_PALETTE = qualitative.Plotly + qualitative.D3
-ARCH_COLORS = {name: _PALETTE[i % len(_PALETTE)] for i, name in enumerate(REGISTRY)}
-DECK_COLOR = "#444444"
-
-
-def arch_color(arch: str) -> str:
-    return ARCH_COLORS.get(arch, "#7f7f7f")
-
-
-def run_colors(runs: list[Run]) -> list[str]:
-    """One colour per run: the architecture's colour, or a distinct one where a selection holds several runs
-    of one architecture."""
-    archs = [r.arch for r in runs]
-    if len(set(archs)) == len(archs):
-        return [arch_color(a) for a in archs]
-    return [_PALETTE[i % len(_PALETTE)] for i in range(len(runs))]
-
+from ..metrics import roc_curves
+from ..report import DECK, arch_summary, unique_labels
+from ..runs import Run, RunError
+from .style import DECK_COLOR, arch_color, empty, mpl_figure, png, png_message, run_colors, scaled
 
 def _short_p(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}" if p < 0.01 else f"p={p:.2f}"
 
 
-def _empty(msg: str) -> go.Figure:
-    fig = go.Figure()
-    fig.add_annotation(text=msg, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"size": 16})
-    fig.update_xaxes(visible=False)
-    fig.update_yaxes(visible=False)
-    fig.update_layout(height=300)
-    return fig
-
-
-def _scaled(fig: go.Figure, big: bool) -> go.Figure:
-    if big:
-        fig.update_layout(font={"size": 22}, legend={"font": {"size": 20}})
-        fig.update_xaxes(tickfont={"size": 20}, title_font={"size": 22})
-        fig.update_yaxes(tickfont={"size": 22}, title_font={"size": 22})
-    return fig
-
-
 def _with_deck_only(s: pd.DataFrame) -> pd.DataFrame:
     """Add a row for each deck architecture without runs, so its deck marker still shows."""
-    from .report import DECK
-
     missing = [a for a in DECK if a not in set(s["arch"])]
     extra = pd.DataFrame([{"label": f"{DECK[a]['display']} (deck only)", "arch": a, "model": DECK[a]["display"],
                            "runs": 0, "mean": math.nan, "sd": math.nan, "ci_low": math.nan, "ci_high": math.nan,
@@ -79,7 +41,7 @@ def acc_vs_time(df: pd.DataFrame, big: bool = False) -> go.Figure:
     """Test accuracy (with its Wilson 95 % interval) against training time; bubble area ~ parameters."""
     d = _valid(df)
     if d.empty:
-        return _empty("No evaluated runs to plot")
+        return empty("No evaluated runs to plot")
     fig = go.Figure()
     pmax = float(d["params_M"].max()) or 1.0
     for model, g in d.groupby("model", sort=False):
@@ -100,7 +62,7 @@ def acc_vs_time(df: pd.DataFrame, big: bool = False) -> go.Figure:
         ))
     fig.update_layout(xaxis_title="training time (min, train + per-epoch eval)", yaxis_title="test accuracy (%)",
                       legend_title="model", height=480, margin={"t": 30})
-    return _scaled(fig, big)
+    return scaled(fig, big)
 
 
 # ---------------------------------------------------------------- accuracy per architecture
@@ -109,7 +71,7 @@ def acc_per_arch(df: pd.DataFrame, deck: bool = False, big: bool = False) -> go.
     point, and optionally the deck's reported figure as a marker."""
     s = arch_summary(df)
     if s.empty:
-        return _empty("No evaluated runs to plot")
+        return empty("No evaluated runs to plot")
     if deck:
         s = _with_deck_only(s)
     s = s.iloc[::-1]  # best on top in a horizontal chart
@@ -143,7 +105,7 @@ def acc_per_arch(df: pd.DataFrame, deck: bool = False, big: bool = False) -> go.
     fig.update_layout(xaxis_title="test accuracy (%)", height=max(320, (90 if big else 70) * len(s) + 160),
                       margin={"t": 60, "l": 10}, legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 0})
     fig.update_yaxes(automargin=True)
-    return _scaled(fig, big)
+    return scaled(fig, big)
 
 
 # ---------------------------------------------------------------- confusion matrices
@@ -156,7 +118,7 @@ def confusions(runs: list[Run]) -> go.Figure:
     """The selected runs' confusion matrices side by side (rows = true class, columns = predicted)."""
     runs = [r for r in runs if _confusion(r) is not None]
     if not runs:
-        return _empty("No evaluated runs selected")
+        return empty("No evaluated runs selected")
     labels = unique_labels(runs)
     fig = make_subplots(rows=1, cols=len(runs), subplot_titles=labels, horizontal_spacing=0.06)
     for i, (r, lab) in enumerate(zip(runs, labels), start=1):
@@ -188,7 +150,7 @@ def roc(runs: list[Run]) -> go.Figure:
     curves = [(col, lab, _roc(r)) for r, lab, col in zip(runs, unique_labels(runs), run_colors(runs))]
     curves = [c for c in curves if c[2]]
     if not curves:
-        return _empty("No stored predictions for the selected runs")
+        return empty("No stored predictions for the selected runs")
     classes = list(dict.fromkeys(c for _, _, cv in curves for c in cv))
     fig = make_subplots(rows=1, cols=len(classes), subplot_titles=[f"{c} vs rest" for c in classes],
                         horizontal_spacing=0.05)
@@ -208,52 +170,11 @@ def roc(runs: list[Run]) -> go.Figure:
     return fig
 
 
-# ---------------------------------------------------------------- training curves
-def _history(r: Run) -> list[dict]:
-    try:
-        return list(r.history.get("history") or [])
-    except RunError:
-        return []
-
-
-def training_curves(runs: list[Run]) -> go.Figure:
-    """Selected runs' per-epoch curves overlaid: loss (train solid, test dashed) and test accuracy."""
-    hs = [(col, lab, _history(r)) for r, lab, col in zip(runs, unique_labels(runs), run_colors(runs))]
-    hs = [h for h in hs if h[2]]
-    if not hs:
-        return _empty("No training history for the selected runs")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["loss (thin: train, thick: test)",
-                                                        "accuracy (thin: train, thick: test)"],
-                        horizontal_spacing=0.08)
-    for color, lab, h in hs:
-        ep = [row["epoch"] for row in h]
-        common = {"legendgroup": lab, "mode": "lines+markers"}
-        fig.add_trace(go.Scatter(x=ep, y=[row.get("train_loss") for row in h], name=f"{lab} train",
-                                 line={"color": color, }, opacity=0.55,
-                                 **common), row=1, col=1)
-        fig.add_trace(go.Scatter(x=ep, y=[row.get("test_loss") for row in h], name=f"{lab} test",
-                                 line={"color": color, "width": 3},
-                                 **common), row=1, col=1)
-        fig.add_trace(go.Scatter(x=ep, y=[100 * row["test_acc"] if row.get("test_acc") is not None else None
-                                          for row in h], name=f"{lab} test acc", showlegend=False,
-                                 line={"color": color, "width": 3},
-                                 **common), row=1, col=2)
-        fig.add_trace(go.Scatter(x=ep, y=[100 * row["train_acc"] if row.get("train_acc") is not None else None
-                                          for row in h], name=f"{lab} train acc", showlegend=False,
-                                 line={"color": color, }, opacity=0.55,
-                                 **common), row=1, col=2)
-    fig.update_xaxes(title_text="epoch", dtick=1 if max(len(h) for _, _, h in hs) <= 20 else None)
-    fig.update_yaxes(title_text="cross-entropy", row=1, col=1)
-    fig.update_yaxes(title_text="%", row=1, col=2)
-    fig.update_layout(height=420, margin={"t": 50})
-    return fig
-
-
 # ---------------------------------------------------------------- significance matrix
 def significance_heatmap(sig: dict) -> go.Figure:
     p = sig["p"]
     if p.empty or len(p) < 2:
-        return _empty("Select at least two runs")
+        return empty("Select at least two runs")
     dis = sig["disagree"]
     text = [[("–" if math.isnan(p.iat[i, j]) else ("" if i == j else f"{_short_p(p.iat[i, j])}<br>{int(dis.iat[i, j])} disagree"))
              for j in range(len(p))] for i in range(len(p))]
@@ -268,32 +189,11 @@ def significance_heatmap(sig: dict) -> go.Figure:
     return fig
 
 
-# ================================================================ matplotlib twins (PNG)
-def _mpl_figure(w: float, h: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(w, h), dpi=150, layout="constrained")
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def _png_message(msg: str) -> bytes:
-    fig = _mpl_figure(6, 2)
-    ax = fig.add_subplot()
-    ax.axis("off")
-    ax.text(0.5, 0.5, msg, ha="center", va="center")
-    return _png(fig)
-
-
 def acc_vs_time_png(df: pd.DataFrame) -> bytes:
     d = _valid(df)
     if d.empty:
-        return _png_message("No evaluated runs to plot")
-    fig = _mpl_figure(8, 5)
+        return png_message("No evaluated runs to plot")
+    fig = mpl_figure(8, 5)
     ax = fig.add_subplot()
     pmax = float(d["params_M"].max()) or 1.0
     for model, g in d.groupby("model", sort=False):
@@ -308,17 +208,17 @@ def acc_vs_time_png(df: pd.DataFrame) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", markerscale=0.5)
     ax.set_title("Accuracy vs training time (bubble area ~ parameters, bars = 95 % CI)", fontsize="medium")
-    return _png(fig)
+    return png(fig)
 
 
 def acc_per_arch_png(df: pd.DataFrame, deck: bool = False) -> bytes:
     s = arch_summary(df)
     if s.empty:
-        return _png_message("No evaluated runs to plot")
+        return png_message("No evaluated runs to plot")
     if deck:
         s = _with_deck_only(s)
     s = s.iloc[::-1].reset_index(drop=True)
-    fig = _mpl_figure(8, 1.0 + 0.6 * len(s))
+    fig = mpl_figure(8, 1.0 + 0.6 * len(s))
     ax = fig.add_subplot()
     y = np.arange(len(s))
     err = np.vstack([100 * (s["mean"] - s["ci_low"]), 100 * (s["ci_high"] - s["mean"])])
@@ -335,15 +235,15 @@ def acc_per_arch_png(df: pd.DataFrame, deck: bool = False) -> bytes:
     ax.set_xlabel("test accuracy (%)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize="small", loc="lower right")
-    return _png(fig)
+    return png(fig)
 
 
 def confusions_png(runs: list[Run]) -> bytes:
     runs = [r for r in runs if _confusion(r) is not None]
     if not runs:
-        return _png_message("No evaluated runs selected")
+        return png_message("No evaluated runs selected")
     labels = unique_labels(runs)
-    fig = _mpl_figure(3.4 * len(runs) + 0.6, 3.6)
+    fig = mpl_figure(3.4 * len(runs) + 0.6, 3.6)
     axes = fig.subplots(1, len(runs), squeeze=False)[0]
     for ax, r, lab in zip(axes, runs, labels):
         cm = _confusion(r)
@@ -356,16 +256,16 @@ def confusions_png(runs: list[Run]) -> bytes:
         ax.set_title(lab, fontsize="small")
         ax.set_xlabel("predicted")
     axes[0].set_ylabel("true")
-    return _png(fig)
+    return png(fig)
 
 
 def roc_png(runs: list[Run]) -> bytes:
     curves = [(col, lab, _roc(r)) for r, lab, col in zip(runs, unique_labels(runs), run_colors(runs))]
     curves = [c for c in curves if c[2]]
     if not curves:
-        return _png_message("No stored predictions for the selected runs")
+        return png_message("No stored predictions for the selected runs")
     classes = list(dict.fromkeys(c for _, _, cv in curves for c in cv))
-    fig = _mpl_figure(3.8 * len(classes), 3.8)
+    fig = mpl_figure(3.8 * len(classes), 3.8)
     axes = fig.subplots(1, len(classes), squeeze=False)[0]
     for ax, cls in zip(axes, classes):
         ax.plot([0, 1], [0, 1], ":", color="grey")
@@ -376,39 +276,15 @@ def roc_png(runs: list[Run]) -> bytes:
         ax.set_xlabel("false positive rate")
         ax.legend(fontsize="x-small", loc="lower right")
     axes[0].set_ylabel("true positive rate")
-    return _png(fig)
-
-
-def training_curves_png(runs: list[Run]) -> bytes:
-    from matplotlib.ticker import MaxNLocator
-
-    hs = [(col, lab, _history(r)) for r, lab, col in zip(runs, unique_labels(runs), run_colors(runs))]
-    hs = [h for h in hs if h[2]]
-    if not hs:
-        return _png_message("No training history for the selected runs")
-    fig = _mpl_figure(10, 4)
-    ax1, ax2 = fig.subplots(1, 2)
-    for c, lab, h in hs:
-        ep = [row["epoch"] for row in h]
-        ax1.plot(ep, [row.get("train_loss", np.nan) for row in h], ".-", color=c, alpha=0.5, label=f"{lab} train")
-        ax1.plot(ep, [row.get("test_loss", np.nan) for row in h], "o--", color=c, lw=2, label=f"{lab} test")
-        ax2.plot(ep, [100 * row.get("test_acc", np.nan) for row in h], "o--", color=c, lw=2, label=lab)
-    ax1.set_title("loss (solid train, dashed test)", fontsize="small")
-    ax2.set_title("test accuracy (%)", fontsize="small")
-    for ax in (ax1, ax2):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    ax2.legend(fontsize="x-small")
-    return _png(fig)
+    return png(fig)
 
 
 def significance_png(sig: dict) -> bytes:
     p = sig["p"]
     if p.empty or len(p) < 2:
-        return _png_message("Select at least two runs")
+        return png_message("Select at least two runs")
     n = len(p)
-    fig = _mpl_figure(1.3 * n + 2.5, 1.1 * n + 1.5)
+    fig = mpl_figure(1.3 * n + 2.5, 1.1 * n + 1.5)
     ax = fig.add_subplot()
     z = p.values.astype(float).copy()
     np.fill_diagonal(z, np.nan)
@@ -422,4 +298,5 @@ def significance_png(sig: dict) -> bytes:
     ax.set_xticks(range(n), list(p.columns), rotation=30, ha="right", fontsize="small")
     ax.set_yticks(range(n), list(p.index), fontsize="small")
     fig.colorbar(im, ax=ax, label="exact McNemar p")
-    return _png(fig)
+    return png(fig)
+

@@ -1,25 +1,28 @@
-"""Plotly figures for the dashboard (no Streamlit here: pages call these and show the result).
+"""Training curves: the ONE chart of loss and accuracy per epoch, used by the live job cards (Train) and the
+Leaderboard, plus its matplotlib twin.
 
-Training curves take :class:`Series` objects, built from a live job (:func:`series_from_snapshot`) or a
-stored run (:func:`series_from_run`), so the same chart shows one job, or several runs overlaid.
-Every trace carries ``meta={"series": label, "kind": "test_acc" | ...}`` and epoch traces carry
+The chart takes :class:`Series` objects, built from a live job (:func:`series_from_snapshot`) or a stored run
+(:func:`series_from_run`), so the same chart shows one job, or several runs overlaid. Every trace carries
+``meta={"series": label, "kind": "test_acc" | ...}`` and epoch traces carry
 ``customdata=[[wall_timestamp, "HH:MM:SS"], ...]`` (when known) so a browser test, or a user hovering,
-can tell when each epoch ended.
+can tell when each epoch ended. Colours come from the architecture (:func:`cxrviz.plots.style.series_colors`).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-PALETTE = qualitative.Plotly + qualitative.D3
-STATUS_COLOURS = {"queued": "#8c8c8c", "running": "#1f77b4", "done": "#2ca02c", "stopped": "#ff7f0e",
-                  "failed": "#d62728", "cancelled": "#8c8c8c"}
-_LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), hovermode="x unified",
-               legend=dict(orientation="h", yanchor="top", y=-0.22, x=0, font=dict(size=11)))
+from ..report import unique_labels
+from ..runs import RunError
+from .style import LAYOUT, empty, mpl_figure, png, png_message, series_colors
+
+EMPTY_RUNS = "No training history for the selected runs"
+_CURVES = (("train_loss", 1, "train loss", 1), ("test_loss", 1, "test loss", 1),
+           ("train_acc", 2, "train acc", 100), ("test_acc", 2, "test acc", 100))
 
 
 @dataclass
@@ -32,25 +35,31 @@ class Series:
     batch_x: list[float] = field(default_factory=list)
     batch_losses: list[float] = field(default_factory=list)
     status: str | None = None
+    arch: str | None = None  # picks the colour
 
 
 def series_from_snapshot(snap, label: str | None = None) -> Series:
     """A live job (``cxrviz.jobs.JobSnapshot``)."""
     bx = list(getattr(snap, "batch_x", ()) or ())
     n = min(len(bx), len(snap.batch_losses))
-    return Series(label or snap.label, list(snap.history), bx[:n], list(snap.batch_losses)[:n], snap.status)
+    return Series(label or snap.label, list(snap.history), bx[:n], list(snap.batch_losses)[:n], snap.status,
+                  getattr(snap, "arch", None))
 
 
 def series_from_run(run, label: str | None = None, batches: bool = False) -> Series:
-    """A stored run (``cxrviz.runs.Run``); per-batch losses are spread evenly over the epochs done."""
-    h = run.history
-    rows = list(h.get("history", []))
+    """A stored run (``cxrviz.runs.Run``); per-batch losses are spread evenly over the epochs done. A run
+    whose history cannot be read gives an empty series."""
+    try:
+        h = run.history
+    except RunError:
+        h = {}
+    rows = list(h.get("history") or [])
     bx, bl = [], []
     if batches and rows and h.get("batch_losses"):
         bl = list(h["batch_losses"])
         n = len(rows)
         bx = [(i + 1) * n / len(bl) for i in range(len(bl))]
-    return Series(label or run.label, rows, bx, bl, run.status)
+    return Series(label or run.label, rows, bx, bl, run.status, run.arch)
 
 
 def _clock(ts: float) -> str:
@@ -67,8 +76,7 @@ def history_figure(series: list[Series] | Series, *, height: int = 300, show_bat
     key_note = "" if single else " (solid: test, dotted: train)"
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss" + key_note, "Accuracy (%)" + key_note),
                         horizontal_spacing=0.08)
-    for i, s in enumerate(series):
-        colour = PALETTE[i % len(PALETTE)]
+    for s, colour in zip(series, series_colors([s.arch for s in series])):
         rows = [r for r in s.history if "epoch" in r]
         x = [r["epoch"] for r in rows]
         walls = [[r["wall"], _clock(r["wall"])] if r.get("wall") else [None, ""] for r in rows]
@@ -77,8 +85,7 @@ def history_figure(series: list[Series] | Series, *, height: int = 300, show_bat
             fig.add_trace(go.Scatter(x=s.batch_x, y=s.batch_losses, mode="lines", name=name("batch loss"),
                                      line=dict(color="rgba(120,120,120,0.45)", width=1), hoverinfo="skip",
                                      meta={"series": s.label, "kind": "batch_loss"}), row=1, col=1)
-        for key, col, what, scale in (("train_loss", 1, "train loss", 1), ("test_loss", 1, "test loss", 1),
-                                      ("train_acc", 2, "train acc", 100), ("test_acc", 2, "test acc", 100)):
+        for key, col, what, scale in _CURVES:
             y = [None if r.get(key) is None else r[key] * scale for r in rows]
             test = key.startswith("test")
             unit = " %" if scale == 100 else ""
@@ -97,7 +104,7 @@ def history_figure(series: list[Series] | Series, *, height: int = 300, show_bat
     fig.update_xaxes(title_text="epoch", rangemode="tozero", dtick=1 if last <= 12 else None)
     fig.update_yaxes(rangemode="tozero", row=1, col=1)
     fig.update_yaxes(range=[0, 101], row=1, col=2)
-    fig.update_layout(height=height, title=dict(text=title, x=0, font=dict(size=14)) if title else None, **_LAYOUT)
+    fig.update_layout(height=height, title=dict(text=title, x=0, font=dict(size=14)) if title else None, **LAYOUT)
     if title:
         fig.update_layout(margin=dict(l=10, r=10, t=64, b=10))
     if not any(s.history or s.batch_losses for s in series):
@@ -106,33 +113,48 @@ def history_figure(series: list[Series] | Series, *, height: int = 300, show_bat
     return fig
 
 
-def counts_figure(counts: dict[str, dict[str, int]], *, synthetic: bool = False, height: int = 280) -> go.Figure:
-    """Images per class, one bar group per split."""
-    fig = go.Figure()
-    for i, (split, per) in enumerate(counts.items()):
-        fig.add_trace(go.Bar(x=list(per), y=list(per.values()), name=split, text=list(per.values()),
-                             textposition="outside", marker_color=PALETTE[i % len(PALETTE)]))
-    fig.update_layout(barmode="group", height=height, yaxis_title="images",
-                      title="Images per class and split" + (" (synthetic)" if synthetic else ""),
-                      **{**_LAYOUT, "hovermode": "closest", "margin": dict(l=10, r=10, t=60, b=10)})
-    return fig
+def _run_series(runs, labels: list[str] | None) -> list[Series]:
+    labels = labels or unique_labels(runs)
+    return [s for s in (series_from_run(r, lab) for r, lab in zip(runs, labels)) if s.history]
 
 
-def size_scatter_figure(rows: list[dict], *, height: int = 300) -> go.Figure:
-    """Original width against height of every image, one colour per class (``image_size_stats`` rows)."""
-    fig = go.Figure()
-    classes = list(dict.fromkeys(r["class"] for r in rows))
-    for i, cls in enumerate(classes):
-        rs = [r for r in rows if r["class"] == cls]
-        fig.add_trace(go.Scatter(x=[r["width"] for r in rs], y=[r["height"] for r in rs], mode="markers",
-                                 name=cls, marker=dict(color=PALETTE[i % len(PALETTE)], size=6, opacity=0.7),
-                                 text=[f'{r["split"]}/{r["file"]} ({r["mode"]})' for r in rs],
-                                 hovertemplate="%{text}<br>%{x} × %{y} px<extra></extra>"))
-    fig.update_layout(height=height, xaxis_title="width (px)", yaxis_title="height (px)",
-                      title="Original image sizes", **{**_LAYOUT, "hovermode": "closest",
-                                                       "margin": dict(l=10, r=10, t=60, b=10)})
-    return fig
+def training_curves(runs, labels: list[str] | None = None, height: int = 420) -> go.Figure:
+    """Stored runs' curves overlaid (the Leaderboard): :func:`history_figure` over :func:`series_from_run`."""
+    series = _run_series(runs, labels)
+    if not series:
+        return empty(EMPTY_RUNS)
+    return history_figure(series, height=height, show_batches=False)
 
 
-__all__ = ["Series", "series_from_snapshot", "series_from_run", "history_figure", "counts_figure",
-           "size_scatter_figure", "PALETTE", "STATUS_COLOURS"]
+def history_png(series: list[Series]) -> bytes:
+    """The matplotlib twin of :func:`history_figure`: loss and accuracy, train dotted, test solid."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig = mpl_figure(10, 4)
+    ax1, ax2 = fig.subplots(1, 2)
+    for s, c in zip(series, series_colors([s.arch for s in series])):
+        rows = [r for r in s.history if "epoch" in r]
+        ep = [r["epoch"] for r in rows]
+        for key, ax, what, scale in ((k, ax1 if col == 1 else ax2, w, sc) for k, col, w, sc in _CURVES):
+            y = [np.nan if r.get(key) is None else r[key] * scale for r in rows]
+            test = key.startswith("test")
+            ax.plot(ep, y, "o-" if test else ".:", color=c, lw=2 if test else 1.2, alpha=1 if test else 0.7,
+                    label=f"{s.label} {what}" if len(series) > 1 else what)
+    ax1.set_title("loss (solid: test, dotted: train)", fontsize="small")
+    ax2.set_title("accuracy % (solid: test, dotted: train)", fontsize="small")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    ax2.legend(fontsize="x-small")
+    return png(fig)
+
+
+def training_curves_png(runs, labels: list[str] | None = None) -> bytes:
+    """PNG twin of :func:`training_curves`."""
+    series = _run_series(runs, labels)
+    return history_png(series) if series else png_message(EMPTY_RUNS)
+
+
+__all__ = ["Series", "series_from_snapshot", "series_from_run", "history_figure", "training_curves",
+           "history_png", "training_curves_png"]
