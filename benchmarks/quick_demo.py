@@ -29,7 +29,7 @@ def main() -> None:
         os.environ.setdefault("CXRVIZ_CACHE", str(Path(tmp) / "cache"))
         import torch
 
-        from cxrviz.dashboard import QUICK_DEMO, quick_demo_config
+        from cxrviz.launch import QUICK_DEMO, quick_demo_config
         from cxrviz.jobs import JobRegistry
 
         if args.threads:

@@ -7,7 +7,8 @@ b. trainer overhead: images/s of the deck's four models in the cxrviz trainer vs
    forward/backward/step loop over the same model, batch size and input size;
 c. end to end: ResNet-18, 20 epochs, 128 px on the real data, whole run including the cache build;
 d. app latencies: upload -> four-model prediction, four-model GradCAM, and the job registry's lag between
-   an epoch's end and its point being visible to the live chart.
+   an epoch's end and its point being visible to the live chart;
+e. run-time estimate: the Train page's estimate (``cxrviz.estimate``) vs the measured time of short real runs.
 Every figure is measured here, on this machine, in this run; nothing is a stored constant.
 """
 from __future__ import annotations
@@ -254,19 +255,32 @@ def _registry_lag() -> float:
     return statistics.median(seen.values()) if seen else float("nan")
 
 
+# ---------------------------------------------------------------- e. run-time estimate
+def bench_estimate(data: str | None, plan: list[tuple[str, int, int]], device: str, log=print) -> list[dict]:
+    """Estimate vs measured seconds of short real trainings ((arch, px, epochs) each, recipe otherwise)."""
+    from cxrviz.data import open_dataset
+    from cxrviz.estimate import measure_estimate_error
+    from cxrviz.train import TrainConfig
+
+    configs = [TrainConfig(arch=a, data=data, img_size=s, epochs=e, device=device) for a, s, e in plan]
+    return measure_estimate_error(configs, open_dataset(data), log=log)
+
+
 # ---------------------------------------------------------------- driver
 def run_bench(quick: bool, data: str | None, device: str = "auto", out: str | None = None,
               log=print) -> dict:
     if data is None and DEFAULT_DATA.is_dir():
         data = str(DEFAULT_DATA)
-    report: dict = {"quick": quick, "machine": _machine(), "data": data or "synthetic", "started": time.strftime("%F %T")}
+    report: dict = {"quick": quick, "machine": _machine(), "data": data or "synthetic",
+                    "started": time.strftime("%F %T")}
     deck = ["alexnet", "vgg19", "googlenet", "resnet18"]
     if quick:
         plan = dict(input=(64, 3), overhead=[("resnet18", 64), ("alexnet", 64)], steps=3, e2e=("lenet5", 48, 2),
-                    app=(["resnet18", "alexnet"], 96, 2))
+                    app=(["resnet18", "alexnet"], 96, 2), estimate=[("lenet5", 32, 1), ("resnet18", 48, 1)])
     else:
         plan = dict(input=(128, 4), overhead=[(a, s) for s in (128, 224) for a in deck], steps=4,
-                    e2e=("resnet18", 128, 20), app=(deck, 224, 5))
+                    e2e=("resnet18", 128, 20), app=(deck, 224, 5),
+                    estimate=[("resnet18", 128, 3), ("googlenet", 96, 2), ("alexnet", 128, 3)])
     t0 = time.perf_counter()
     log("a. input pipeline ...")
     report["input"] = bench_input(data, *plan["input"])
@@ -280,8 +294,11 @@ def run_bench(quick: bool, data: str | None, device: str = "auto", out: str | No
     report["end_to_end"] = bench_end_to_end(data, arch, size, epochs, device)
     log("d. app latencies ...")
     report["app"] = bench_app(data, plan["app"][1], plan["app"][0], plan["app"][2])
+    log("e. run-time estimate ...")
+    report["estimate"] = bench_estimate(data, plan["estimate"], device, log=log)
     report["total_s"] = time.perf_counter() - t0
-    path = Path(out) if out else Path("bench-results") / f"bench{'-quick' if quick else ''}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = Path(out) if out else Path("bench-results") / f"bench{'-quick' if quick else ''}-{stamp}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(report, indent=2))
@@ -293,7 +310,8 @@ def run_bench(quick: bool, data: str | None, device: str = "auto", out: str | No
 def format_report(r: dict) -> str:
     m = r["machine"]
     lines = [f"cxrviz bench{' --quick' if r['quick'] else ''} — {m['processor']}, {m['cpu_count']} CPUs, "
-             f"torch {m['torch']} ({m['torch_threads']} threads){', ' + m['gpu'] if 'gpu' in m else ''}; data: {r['data']}", ""]
+             f"torch {m['torch']} ({m['torch_threads']} threads){', ' + m['gpu'] if 'gpu' in m else ''}; "
+             f"data: {r['data']}", ""]
     a = r["input"]
     if "skipped" in a:
         lines.append(f"a. input pipeline: skipped ({a['skipped']})")
@@ -306,13 +324,15 @@ def format_report(r: dict) -> str:
     lines += ["", "b. trainer overhead (training steps, images/s):",
               f"   {'model':<10}{'px':>5}{'batch':>7}{'trainer':>10}{'bare loop':>11}{'overhead':>10}"]
     for o in r["overhead"]:
-        lines.append(f"   {o['arch']:<10}{o['size']:>5}{o['batch']:>7}{o['trainer_img_s']:>10.1f}{o['bare_img_s']:>11.1f}"
+        lines.append(f"   {o['arch']:<10}{o['size']:>5}{o['batch']:>7}{o['trainer_img_s']:>10.1f}"
+                     f"{o['bare_img_s']:>11.1f}"
                      f"{o['overhead_pct']:>9.1f}%")
     lines.append("   (goal: <= 10 % overhead)")
     e = r["end_to_end"]
     acc = f"{100 * e['test_acc']:.1f} %" if e["test_acc"] is not None else "n/a"
     lines += ["", f"c. end to end: {e['arch']}, {e['epochs']} epochs, {e['size']} px, {e['dataset']}, cold cache: "
-              f"{e['wall_s']:.1f} s = {e['wall_s'] / 60:.2f} min (data {e['data_s']:.1f} s, train {e['train_s']:.1f} s, "
+              f"{e['wall_s']:.1f} s = {e['wall_s'] / 60:.2f} min (data {e['data_s']:.1f} s, "
+              f"train {e['train_s']:.1f} s, "
               f"eval {e['eval_s']:.1f} s), test acc {acc} (goal <= {e['goal_s'] / 60:.1f} min)"]
     p = r["app"]
     lines += ["", f"d. app latencies ({', '.join(p['archs'])} at {p['size']} px, warm; upload {p['upload']}):",
@@ -320,6 +340,13 @@ def format_report(r: dict) -> str:
               f"   GradCAM of all models     {p['gradcam_all_s']:.3f} s (goal <= {p['goal_gradcam_s']:.0f} s)",
               f"   epoch end -> visible to the live chart's poll: {1000 * p['registry_lag_s']:.1f} ms in the registry "
               "(+ up to 1 s fragment period in the page)",
+              ""]
+    lines += ["e. run-time estimate (Train page) vs measured job time (warm cache):",
+              f"   {'model':<11}{'px':>5}{'epochs':>7}{'estimate s':>12}{'measured s':>12}{'ratio':>7}"]
+    for x in r.get("estimate", []):
+        lines.append(f"   {x['display']:<11}{x['size']:>5}{x['epochs']:>7}{x['estimate_s']:>12.1f}"
+                     f"{x['measured_s']:>12.1f}{x['ratio']:>7.2f}")
+    lines += ["   (ratio = measured / estimate; 1.00 is exact)",
               "", f"total {r['total_s']:.0f} s; JSON: {r.get('json_path', '-')}"]
     return "\n".join(lines)
 

@@ -8,15 +8,14 @@ import threading
 
 from tqdm import tqdm
 
-from .data import DatasetError, ImageDecodeError, decode_image
-from .models import REGISTRY, SEED_MODELS, UnknownArchitecture, get_spec, model_table
-from .runs import RunError, get_run, list_runs, load_model, save_run
+from .data import decode_image
+from .errors import CxrvizError, one_line
+from .models import REGISTRY, SEED_MODELS, get_spec, model_table
+from .runs import get_run, list_runs, load_model, save_run
 
-USER_ERRORS = (DatasetError, ImageDecodeError, RunError, UnknownArchitecture, ValueError, FileNotFoundError)
 
-
-class CLIError(Exception):
-    pass
+class CLIError(CxrvizError):
+    """A command that cannot do what was asked (no runs, mismatched classes, ...)."""
 
 
 def _print_table(rows: list[dict], fmt: str) -> None:
@@ -123,7 +122,8 @@ def cmd_train(a) -> int:
 
 
 def cmd_reproduce(a) -> int:
-    from .report import DECK, fmt_pct
+    from .format import fmt_pct
+    from .report import DECK
 
     configs = _configs(a, SEED_MODELS)
     runs = []
@@ -240,7 +240,8 @@ def _add_train_args(p: argparse.ArgumentParser, with_arch: bool) -> None:
     if with_arch:
         p.add_argument("--arch", nargs="+", required=True, metavar="A",
                        help=f"one or more of: {', '.join(REGISTRY)}")
-    p.add_argument("--data", default=None, help="dataset folder with train/ and test/ (default: built-in synthetic set)")
+    p.add_argument("--data", default=None,
+                   help="dataset folder with train/ and test/ (default: built-in synthetic set)")
     p.add_argument("--img-size", type=_pos_int, default=None, help="input size in px (default: recipe, 128)")
     p.add_argument("--epochs", type=_pos_int, default=None, help="default: recipe (20)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S")
@@ -255,7 +256,8 @@ def _add_train_args(p: argparse.ArgumentParser, with_arch: bool) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m cxrviz", description="Train, explain and rank classic CNNs on chest X-rays.")
+    ap = argparse.ArgumentParser(prog="python -m cxrviz",
+                                 description="Train, explain and rank classic CNNs on chest X-rays.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("models", help="list the model registry")
     p.add_argument("--format", choices=["table", "csv", "json"], default="table")
@@ -280,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["md", "csv", "latex", "json"], default="md")
     p.add_argument("--groups", action="store_true", help="one row per seed group (mean ± sd)")
     p.set_defaults(func=cmd_table)
-    p = sub.add_parser("bench", help="benchmarks: input pipeline, trainer overhead, end to end, app latencies")
+    p = sub.add_parser("bench", help="benchmarks: input pipeline, trainer overhead, end to end, app latencies, "
+                                     "run-time estimate")
     p.add_argument("--quick", action="store_true", help="small configuration, under 2 minutes")
     p.add_argument("--data", default=None, help="dataset folder (default: ../shared/data/Covid19-dataset if present)")
     p.add_argument("--out", default=None, help="where to write the JSON report")
@@ -296,12 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (CLIError, *USER_ERRORS) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"error: {msg}", file=sys.stderr)
+    except CxrvizError as e:  # anything a user can get wrong
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:  # not raised as a user error, still one line (e.g. a file vanished)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except (RuntimeError, MemoryError) as e:  # e.g. out of memory: one line (the app's wording), not a traceback
-        from .jobs import readable_error
-
-        print(f"error: {readable_error(e)}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 1

@@ -35,10 +35,22 @@ from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, Score
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from .errors import CxrvizError, message
 from .models import get_spec
 from .models.registry import ModelSpec
-from .predict import (ImageInput, Prediction, fast_inference, gray_for, input_tensor, model_lock, nhwc,
-                      VIEW_SIZE, predict_with_model, prediction_from_logits, view_image)
+from .predict import (
+    VIEW_SIZE,
+    ImageInput,
+    Prediction,
+    fast_inference,
+    gray_for,
+    input_tensor,
+    model_lock,
+    nhwc,
+    predict_with_model,
+    prediction_from_logits,
+    view_image,
+)
 from .runs import Run, RunError, load_model
 
 __all__ = ["CAM_METHODS", "SLOW_METHODS", "CLASS_AGNOSTIC", "GRADIENT_METHODS", "ExplainError", "Explanation",
@@ -57,7 +69,7 @@ CLASS_AGNOSTIC = frozenset({"EigenCAM"})  # first principal component of the act
 DISPLAY_SIZE = VIEW_SIZE  # longest side of the images shown and composed into the PNG
 
 
-class ExplainError(ValueError):
+class ExplainError(CxrvizError):
     """A CAM that cannot be computed; the message is one line."""
 
 
@@ -142,8 +154,7 @@ def _cam_with_logits(model: nn.Module, target_layer, x: torch.Tensor, target_cla
         except ExplainError:
             raise
         except (RuntimeError, ValueError, IndexError, np.linalg.LinAlgError) as e:
-            msg = " ".join(str(e).split())[:300] or type(e).__name__
-            raise ExplainError(f"{method} failed: {msg}") from e
+            raise ExplainError(f"{method} failed: {message(e, 300)}") from e
         finally:
             if cam_obj is not None:
                 cam_obj.activations_and_grads.release()
@@ -215,11 +226,6 @@ class Explanation:
         return self.error is None and self.cam is not None
 
 
-def _one_line(e: BaseException) -> str:
-    s = " ".join(str(e).split())
-    return s[:400] if s else type(e).__name__
-
-
 def explain_runs(image, runs: list[Run], model_loader=None, method: str = "GradCAM",
                  target: str | None = None, *, alpha: float = 0.5, display_size: int = DISPLAY_SIZE,
                  progress: Callable[[int, int, int], None] | None = None,
@@ -259,7 +265,7 @@ def explain_runs(image, runs: list[Run], model_loader=None, method: str = "GradC
                 ex.target = target if target is not None else ex.prediction.predicted
             ex.overlay = overlay(shown, cam, alpha)
         except (ExplainError, RunError, ValueError, RuntimeError) as e:
-            ex.error = f"{r.label}: {_one_line(e)}" if not str(e).startswith(r.label) else _one_line(e)
+            ex.error = f"{r.label}: {message(e)}" if not str(e).startswith(r.label) else message(e)
     return out
 
 

@@ -16,6 +16,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import one_line
 from .models import get_spec
 from .train import ConfigError, Progress, StopTraining, TrainConfig, select_device
 
@@ -37,20 +38,6 @@ def _thin(values: list, limit: int) -> None:
         values[:] = values[::2]
         if values[-1] is not last:
             values.append(last)
-
-
-def readable_error(e: BaseException) -> str:
-    """One line a user can act on, for an exception raised inside a job."""
-    import torch
-
-    if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower():
-        return "out of memory: try a smaller batch size or image size, or a smaller model"
-    if isinstance(e, MemoryError):
-        return "out of memory (host RAM): try a smaller batch size or image size"
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    if isinstance(e, ValueError) and msg:  # ConfigError, DatasetError, ImageDecodeError, RunError
-        return msg
-    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
 @dataclass(frozen=True)
@@ -218,7 +205,7 @@ class JobRegistry:
                 self._run(job)
             except BaseException as e:  # noqa: BLE001 - the worker must survive anything a job does
                 log.exception("job %s crashed", jid)
-                job._set(status=FAILED, error=readable_error(e), finished=time.time(), message="failed")
+                job._set(status=FAILED, error=one_line(e), finished=time.time(), message="failed")
             finally:
                 job = None
                 gc.collect()  # release the finished job's model, optimiser and batches now, not later
@@ -249,7 +236,7 @@ class JobRegistry:
             return
         except Exception as e:  # noqa: BLE001
             log.warning("job %s failed: %s\n%s", job.id, e, traceback.format_exc())
-            job._set(status=FAILED, error=readable_error(e), finished=time.time(), message="failed")
+            job._set(status=FAILED, error=one_line(e), finished=time.time(), message="failed")
             return
         status = DONE if result.status == "done" else STOPPED
         run_id = None
@@ -258,7 +245,7 @@ class JobRegistry:
                 try:
                     run_id = save_run(result, root=self.root).id
                 except Exception as e:  # noqa: BLE001 - disk full, permissions...
-                    job._set(status=FAILED, error=f"could not save the run: {readable_error(e)}",
+                    job._set(status=FAILED, error=f"could not save the run: {one_line(e)}",
                              finished=time.time(), message="failed")
                     return
         msg = "done" if status == DONE else ("stopped, kept" if run_id else "stopped, discarded" if result.history
@@ -351,5 +338,5 @@ class JobRegistry:
         return not self.busy()
 
 
-__all__ = ["JobRegistry", "JobSnapshot", "Job", "readable_error", "ConfigError", "QUEUED", "RUNNING", "DONE",
+__all__ = ["JobRegistry", "JobSnapshot", "Job", "ConfigError", "QUEUED", "RUNNING", "DONE",
            "STOPPED", "FAILED", "CANCELLED", "ACTIVE"]

@@ -10,6 +10,8 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
+from .format import fmt_p
+
 
 def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """Wilson score interval for a proportion (as fractions)."""
@@ -95,7 +97,8 @@ def paired_correctness(pred_a: dict, pred_b: dict) -> tuple[np.ndarray, np.ndarr
         return None
     ya, yb = np.asarray(pred_a["labels"]), np.asarray(pred_b["labels"])
     qa, qb = np.asarray(pred_a["probs"]), np.asarray(pred_b["probs"])
-    if qa.ndim != 2 or qb.ndim != 2 or len(qa) != len(pa) or len(qb) != len(pb) or len(ya) != len(pa) or len(yb) != len(pb):
+    if (qa.ndim != 2 or qb.ndim != 2 or len(qa) != len(pa) or len(qb) != len(pb) or len(ya) != len(pa)
+            or len(yb) != len(pb)):
         return None
     order = {p: i for i, p in enumerate(pb)}
     idx = np.asarray([order[p] for p in pa])
@@ -103,14 +106,6 @@ def paired_correctness(pred_a: dict, pred_b: dict) -> tuple[np.ndarray, np.ndarr
     if not np.array_equal(ya, yb):
         return None
     return qa.argmax(1) == ya, qb.argmax(1) == yb
-
-
-def fmt_p(p: float) -> str:
-    if p is None or math.isnan(p):
-        return "p = –"
-    if p < 0.001:
-        return "p < 0.001"
-    return f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
 
 
 def mcnemar_reading(name_a: str, name_b: str, res: dict | None, alpha: float = 0.05) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .data.decode import resize_square
+from .errors import message
 from .runs import Run, load_model
 
 
@@ -246,8 +247,7 @@ def predict_runs(image, runs: list[Run], model_loader=None) -> tuple[list[Predic
             model, pre = loader(r)
             preds.append(predict_with_model(gray_for(image, r), r, model, pre))
         except (RunError, RuntimeError, ValueError, OSError) as e:
-            msg = " ".join(str(e).split())[:300] or type(e).__name__
-            errors.append((r, msg))
+            errors.append((r, message(e, 300)))
     return preds, errors
 
 

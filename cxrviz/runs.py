@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .errors import CxrvizError
 from .models import get_spec
 from .models.registry import UnknownArchitecture
 
@@ -32,7 +33,7 @@ CHECKPOINTS_ENV = "CXRVIZ_CHECKPOINTS"
 REQUIRED = ("run.json", "history.json", "predictions.json")
 
 
-class RunError(ValueError):
+class RunError(CxrvizError):
     """A run that cannot be read or used; the message names the run and what is wrong."""
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from .data.augment import AUGMENT_LEVELS, augment_batch
 from .data.dataset import DatasetSource, load_split, open_dataset
+from .errors import CxrvizError
 from .metrics import evaluate_predictions
 from .models import get_spec
 
@@ -30,7 +31,7 @@ OPTIMIZERS = ("adamw", "sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
 
 
-class ConfigError(ValueError):
+class ConfigError(CxrvizError):
     """A training configuration that cannot run; the message says which setting and why."""
 
 
@@ -209,7 +210,8 @@ def _install_stop_hooks(model: nn.Module, stop: threading.Event) -> list:
     return handles
 
 
-def _loss(out, y: torch.Tensor, c: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_loss(out, y: torch.Tensor, c: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy with label smoothing (plus GoogLeNet's auxiliary heads in training mode); (loss, logits)."""
     if isinstance(out, tuple):  # GoogLeNet in training mode: (logits, aux1, aux2)
         logits = out[0]
         loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
@@ -218,6 +220,9 @@ def _loss(out, y: torch.Tensor, c: TrainConfig) -> tuple[torch.Tensor, torch.Ten
                 loss = loss + c.aux_weight * F.cross_entropy(aux, y, label_smoothing=c.label_smoothing)
         return loss, logits
     return F.cross_entropy(out, y, label_smoothing=c.label_smoothing), out
+
+
+_loss = compute_loss  # the name train() uses
 
 
 class Preprocess:

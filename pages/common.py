@@ -6,7 +6,8 @@ import hashlib
 
 import streamlit as st
 
-from cxrviz.data import MAX_UPLOAD_BYTES, DatasetError, DatasetSource, ImageDecodeError, open_dataset
+from cxrviz.data import MAX_UPLOAD_BYTES, DatasetSource, open_dataset
+from cxrviz.errors import CxrvizError
 from cxrviz.jobs import JobRegistry
 from cxrviz.predict import ImageInput, ModelCache, get_test_image, list_test_images
 from cxrviz.runs import Run, default_root, delete_run, list_runs
@@ -67,7 +68,7 @@ def current_dataset() -> tuple[DatasetSource | None, str | None]:
     """The dataset chosen for this session (default: the built-in synthetic set) or (None, error)."""
     try:
         return _open_dataset(data_path()), None
-    except DatasetError as e:
+    except CxrvizError as e:
         return None, str(e)
 
 
@@ -76,7 +77,7 @@ def set_data_path(path: str) -> str | None:
     path = (path or "").strip()
     try:
         open_dataset(path or None)
-    except DatasetError as e:
+    except CxrvizError as e:
         return str(e)
     _open_dataset.clear()
     st.session_state[DATA_KEY] = path
@@ -109,7 +110,7 @@ def _decode_upload(digest: str, data: bytes, name: str):
     """(ImageInput, None) or (None, one-line error); keyed on the content digest."""
     try:
         return ImageInput(data=data, name=name), None
-    except ImageDecodeError as e:
+    except CxrvizError as e:
         return None, str(e)
 
 
@@ -118,7 +119,8 @@ def load_upload(data: bytes, name: str):
     (None, one-line error, digest). Size is checked before anything is decoded."""
     digest = hashlib.sha1(data).hexdigest()
     if len(data) > MAX_UPLOAD_BYTES:
-        return None, f"{name}: file too large ({len(data) / 2**20:.1f} MB > limit {MAX_UPLOAD_BYTES / 2**20:.0f} MB)", digest
+        too_large = f"file too large ({len(data) / 2**20:.1f} MB > limit {MAX_UPLOAD_BYTES / 2**20:.0f} MB)"
+        return None, f"{name}: {too_large}", digest
     img, err = _decode_upload(digest, data, name)
     return img, err, digest
 
@@ -130,7 +132,7 @@ FORMATS = "PNG, JPEG (8/16-bit; grey, RGB, RGBA, palette), DICOM (.dcm or no ext
 def _test_image(root: str, index: int, _src):
     try:
         return get_test_image(_src, index), None
-    except ImageDecodeError as e:
+    except CxrvizError as e:
         return None, str(e)
 
 

@@ -3,9 +3,16 @@ misclassified test images of one run with their CAMs."""
 
 import streamlit as st
 
-from cxrviz.data import ImageDecodeError
-from cxrviz.explain import (CAM_METHODS, CLASS_AGNOSTIC, SLOW_METHODS, display_image, explain_runs, misclassified,
-                            overlay)
+from cxrviz.errors import CxrvizError
+from cxrviz.explain import (
+    CAM_METHODS,
+    CLASS_AGNOSTIC,
+    SLOW_METHODS,
+    display_image,
+    explain_runs,
+    misclassified,
+    overlay,
+)
 from cxrviz.plots.explain import side_by_side_png
 from cxrviz.predict import best_runs, stored_test_image
 from pages.common import dataset_badge, model_cache, release_deleted, stored_runs, upload_or_test_image
@@ -25,7 +32,7 @@ METHOD_HELP = {
 def _stored_image(path: str, true_class: str):
     try:
         return stored_test_image(path, true_class), None
-    except ImageDecodeError as e:
+    except CxrvizError as e:
         return None, str(e)
 
 
@@ -143,7 +150,8 @@ def image_section() -> None:
     if method in SLOW_METHODS and not done and not st.button(f"Compute {method}", key="explain_go_slow"):
         return
     exs = compute(img, key, selected, method, target, "_explain_cams")
-    st.image(display_image(img.gray()), caption=f"{img.name}" + (f" · true: {img.true_class}" if img.true_class else ""),
+    st.image(display_image(img.gray()),
+             caption=f"{img.name}" + (f" · true: {img.true_class}" if img.true_class else ""),
              width=220)
     show_grid(img, exs, alpha)
     if any(e.ok for e in exs):

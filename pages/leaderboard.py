@@ -3,11 +3,24 @@ from functools import partial
 
 import streamlit as st
 
-from cxrviz.plots import leaderboard
-from cxrviz.plots import training
-from cxrviz.report import (EXPORT_EXT, EXPORT_MIME, HIGHER_BETTER, LOWER_BETTER, SYNTHETIC, dataset_counts,
-                           display_groups, display_table, export, filter_frame,
-                           leaderboard_frame, runs_frame, select_runs, significance)
+from cxrviz.errors import CxrvizError
+from cxrviz.plots import leaderboard, training
+from cxrviz.report import (
+    EXPORT_EXT,
+    EXPORT_MIME,
+    HIGHER_BETTER,
+    LOWER_BETTER,
+    SYNTHETIC,
+    dataset_counts,
+    display_groups,
+    display_table,
+    export,
+    filter_frame,
+    leaderboard_frame,
+    runs_frame,
+    select_runs,
+    significance,
+)
 from cxrviz.runs import RunError
 from pages.common import dataset_badge, dataset_picker, remove_run, stored_runs
 
@@ -119,7 +132,8 @@ with tabs[1]:
                "(seeds); diamonds: the deck's single-run figure.")
     png_button(partial(leaderboard.acc_per_arch_png, df, dataset != SYNTHETIC), "accuracy-per-architecture",
                "lb_png_arch")
-for tab, fig, png, name, key in ((tabs[2], leaderboard.confusions, leaderboard.confusions_png, "confusion-matrices", "cm"),
+for tab, fig, png, name, key in ((tabs[2], leaderboard.confusions, leaderboard.confusions_png, "confusion-matrices",
+                                  "cm"),
                                   (tabs[3], leaderboard.roc, leaderboard.roc_png, "roc-curves", "roc"),
                                   (tabs[4], training.training_curves, training.training_curves_png, "training-curves",
                                    "curves")):
@@ -159,7 +173,7 @@ with st.expander("🗑️ Delete a run"):
             if run is None:
                 raise RunError(f"run {target}: not found")
             remove_run(run)
-        except (RunError, OSError) as e:
+        except (CxrvizError, OSError) as e:
             st.error(f"Could not delete: {str(e).splitlines()[0]}")
         else:
             st.session_state.pop(f"lb_del_ok_{target}", None)

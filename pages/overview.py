@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cxrviz.dashboard import sample_images, size_summary
 from cxrviz.data import find_duplicates, image_size_stats, open_dataset
+from cxrviz.data.survey import sample_images, size_summary
 from cxrviz.plots import dataset
 from pages.common import DATA_KEY, current_dataset, data_path, dataset_badge, set_data_path, stored_runs
 

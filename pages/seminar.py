@@ -5,8 +5,17 @@ from functools import partial
 import streamlit as st
 
 from cxrviz.plots import leaderboard
-from cxrviz.report import (DECK_DEVICE, SYNTHETIC, caveats, export, filter_frame,
-                           runs_frame, select_runs, seminar_frame, seminar_table)
+from cxrviz.report import (
+    DECK_DEVICE,
+    SYNTHETIC,
+    caveats,
+    export,
+    filter_frame,
+    runs_frame,
+    select_runs,
+    seminar_frame,
+    seminar_table,
+)
 from pages.common import dataset_badge, dataset_picker, stored_runs
 
 dataset_badge()

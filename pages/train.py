@@ -14,24 +14,14 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from cxrviz.plots import training
-from cxrviz.dashboard import (
-    QUICK_DEMO,
-    arch_catalogue,
-    cancel_probes,
-    estimate_job,
-    format_duration,
-    format_gflops,
-    format_params,
-    long_run_warning,
-    parse_seeds,
-    probes_pending,
-    quick_demo_config,
-    split_sizes,
-)
 from cxrviz.data.augment import AUGMENT_LEVELS
-from cxrviz.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, STOPPED, ConfigError
-from cxrviz.models import FAMILIES, get_spec
+from cxrviz.errors import CxrvizError
+from cxrviz.estimate import cancel_probes, estimate_job, long_run_warning, probes_pending, split_sizes
+from cxrviz.format import format_duration, format_gflops, format_params
+from cxrviz.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, STOPPED
+from cxrviz.launch import QUICK_DEMO, parse_seeds, quick_demo_config
+from cxrviz.models import FAMILIES, get_spec, model_table
+from cxrviz.plots import training
 from cxrviz.train import OPTIMIZERS, TrainConfig
 from pages.common import current_dataset, data_path, dataset_badge, job_registry
 
@@ -62,8 +52,8 @@ def _submit(configs: list[TrainConfig], what: str) -> None:
     cancel_probes()  # a model being timed now would time the training instead, and slow it
     try:
         ids = reg.submit(configs, request_id=rid)
-    except (ConfigError, ValueError) as e:
-        st.error(str(e).splitlines()[0])
+    except CxrvizError as e:
+        st.error(str(e))
         return
     st.session_state["train_request_id"] = uuid.uuid4().hex
     st.session_state["train_last_launch"] = (sig, time.time())
@@ -94,7 +84,7 @@ else:
 if src is not None:
     st.subheader("New training run")
     size_now = st.session_state.get("t_img_size") or get_spec(DEFAULT_ARCH).recipe.img_size
-    catalogue = arch_catalogue(int(size_now))
+    catalogue = model_table(int(size_now))
     st.markdown(f"**Architectures** (parameters and forward GFLOPs per image at {int(size_now)} px)")
     cols = st.columns([1, 1, 2, 1, 2])
     for fam, col in zip(FAMILIES, cols):
@@ -131,9 +121,10 @@ if src is not None:
                              format_func=lambda o: _recipe("optimizer") if o == "recipe" else o)
     aug_choice = f.selectbox("Augmentation", ["recipe", *AUGMENT_LEVELS], key="t_aug",
                              format_func=lambda o: _recipe("augment") if o == "recipe" else o,
-                             help="recipe: each architecture's default (none for the deck's four models, light for LeNet-5); standard: random resized crop, ±8° rotation, brightness/contrast jitter; "
-                               "light: milder; none: the images as they are. No horizontal flip (the heart is "
-                               "on the left).")
+                             help="recipe: each architecture's default (none for the deck's four models, light "
+                                  "for LeNet-5); standard: random resized crop, ±8° rotation, brightness/contrast "
+                                  "jitter; light: milder; none: the images as they are. No horizontal flip (the "
+                                  "heart is on the left).")
     seeds_text = g.text_input("Seeds", value="0", key="t_seeds", help="One or several: 0  ·  0, 1, 2  ·  0-4")
     devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     device = h.selectbox("Device", devices, key="t_device", help="One worker per device; jobs on a device run "
@@ -143,7 +134,7 @@ if src is not None:
     seeds: list[int] = []
     try:
         seeds = parse_seeds(seeds_text)
-    except ValueError as err:
+    except CxrvizError as err:
         problems.append(str(err))
     if not chosen:
         problems.append("choose at least one architecture")
@@ -159,7 +150,7 @@ if src is not None:
     for cfg in configs:
         try:
             resolved.append(cfg.resolved())
-        except ConfigError as err:
+        except CxrvizError as err:
             if str(err) not in problems:
                 problems.append(str(err))
 
@@ -268,7 +259,8 @@ def _card(s, ahead: int = 0) -> None:
                         text=f"epoch {s.epoch}/{s.epochs} · {100 * s.fraction:.0f} %{eta} · "
                              f"elapsed {format_duration(s.elapsed)}")
             ctrl.toggle("keep partial run", value=True, key=f"keep_{s.id}",
-                        help="On: a stopped run is stored with its epochs so far (marked stopped). Off: it is discarded.")
+                        help="On: a stopped run is stored with its epochs so far (marked stopped). "
+                             "Off: it is discarded.")
             ctrl.button("⏹ Stop", key=f"stop_{s.id}", disabled=s.stop_requested, width="stretch",
                         on_click=_stop, args=(s.id, f"keep_{s.id}"))
         elif s.status == QUEUED:

@@ -156,7 +156,7 @@ def test_quick_demo_button_queues_the_demo(registry):
     assert not at.exception
     snaps = registry.snapshots()
     assert len(snaps) == 1
-    from cxrviz.dashboard import QUICK_DEMO
+    from cxrviz.launch import QUICK_DEMO
 
     assert snaps[0].arch == QUICK_DEMO["arch"] and snaps[0].config["img_size"] == QUICK_DEMO["img_size"]
     assert snaps[0].config["data"] is None  # the built-in synthetic set

@@ -1,30 +1,25 @@
-"""The logic behind the Overview and Train pages (cxrviz.dashboard) and the plotly figures (cxrviz.charts)."""
+"""The logic behind the Overview and Train pages (estimate, launch, format, data.survey, the model table) and
+their figures (cxrviz.plots.training, cxrviz.plots.dataset)."""
 
 import numpy as np
 import pytest
 
-from cxrviz.plots import dataset
-from cxrviz.plots import training
-from cxrviz.dashboard import (
+from cxrviz.data import image_size_stats, open_dataset
+from cxrviz.data.survey import sample_images, size_summary
+from cxrviz.estimate import (
     LONG_RUN_S,
-    QUICK_DEMO,
-    arch_catalogue,
-    arch_stats,
     cached_speed,
     cancel_probes,
     estimate_job,
-    format_duration,
     long_run_warning,
-    parse_seeds,
-    quick_demo_config,
     request_probe,
-    sample_images,
-    size_summary,
     split_sizes,
     wait_for_probes,
 )
-from cxrviz.data import image_size_stats, open_dataset
-from cxrviz.models import FAMILIES, REGISTRY, model_stats
+from cxrviz.format import format_duration
+from cxrviz.launch import QUICK_DEMO, parse_seeds, quick_demo_config
+from cxrviz.models import FAMILIES, REGISTRY, build_model, count_params, measure_gflops, model_stats, model_table
+from cxrviz.plots import dataset, training
 from cxrviz.train import TrainConfig
 
 
@@ -48,15 +43,15 @@ def test_quick_demo_config_is_valid():
 
 @pytest.mark.parametrize("name,size", [("lenet5", 32), ("resnet18", 64), ("googlenet", 64)])
 def test_meta_device_stats_match_the_real_model(name, size):
-    real = model_stats(name, size)
-    meta = arch_stats(name, size)
-    assert meta["params"] == real["params"]
-    assert meta["gflops"] == pytest.approx(real["gflops"], rel=1e-9)
+    real = build_model(name)
+    meta = model_stats(name, size)
+    assert meta["params"] == count_params(real)
+    assert meta["gflops"] == pytest.approx(measure_gflops(real, size), rel=1e-9)
     assert meta["has_bn"] == (name != "lenet5")
 
 
 def test_catalogue_is_grouped_by_family():
-    rows = arch_catalogue(64)
+    rows = model_table(64)
     assert {r["name"] for r in rows} == set(REGISTRY)
     fams = [r["family"] for r in rows]
     assert fams == sorted(fams, key=FAMILIES.index)

@@ -13,12 +13,30 @@ from PIL import Image
 
 from cxrviz.cli import main as cli_main
 from cxrviz.data import decode_image, open_dataset
-from cxrviz.explain import (CAM_METHODS, CLASS_AGNOSTIC, SLOW_METHODS, ExplainError, compute_cam, display_image,
-                            explain_runs, misclassified, overlay)
-from cxrviz.plots.explain import side_by_side_png
+from cxrviz.explain import (
+    CAM_METHODS,
+    CLASS_AGNOSTIC,
+    SLOW_METHODS,
+    ExplainError,
+    compute_cam,
+    display_image,
+    explain_runs,
+    misclassified,
+    overlay,
+)
 from cxrviz.models import REGISTRY, get_spec
-from cxrviz.predict import (ImageInput, ModelCache, agreement, best_runs, predict_image, predict_runs,
-                            stored_test_image, get_test_image, list_test_images)
+from cxrviz.plots.explain import side_by_side_png
+from cxrviz.predict import (
+    ImageInput,
+    ModelCache,
+    agreement,
+    best_runs,
+    get_test_image,
+    list_test_images,
+    predict_image,
+    predict_runs,
+    stored_test_image,
+)
 from cxrviz.runs import load_model
 from cxrviz.train import Preprocess
 

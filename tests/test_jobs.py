@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cxrviz.data.decode import ImageDecodeError
-from cxrviz.jobs import CANCELLED, DONE, FAILED, MAX_BATCH_POINTS, RUNNING, STOPPED, Job, JobRegistry, readable_error
+from cxrviz.jobs import CANCELLED, DONE, FAILED, MAX_BATCH_POINTS, RUNNING, STOPPED, Job, JobRegistry
 from cxrviz.runs import list_runs
 from cxrviz.train import ConfigError, Progress, TrainConfig, train
 
@@ -201,7 +201,9 @@ def test_app_registry_is_one_per_process():
     assert job_registry() is job_registry()
 
 
-def test_readable_error_messages():
-    assert readable_error(MemoryError()).startswith("out of memory (host RAM)")
-    assert readable_error(ConfigError("epochs must be >= 1")) == "epochs must be >= 1"
-    assert readable_error(KeyError("x")) == "KeyError: 'x'"
+def test_one_line_error_messages():
+    from cxrviz.errors import one_line
+
+    assert one_line(MemoryError()).startswith("out of memory (host RAM)")
+    assert one_line(ConfigError("epochs must be >= 1")) == "epochs must be >= 1"
+    assert one_line(KeyError("x")) == "KeyError: 'x'"

@@ -6,8 +6,16 @@ import pytest
 from scipy.stats import binomtest
 from statsmodels.stats.proportion import proportion_confint
 
-from cxrviz.metrics import (aggregate, evaluate_predictions, fmt_p, interval_width, mcnemar_exact, mcnemar_reading,
-                            paired_correctness, wilson_interval)
+from cxrviz.format import fmt_p
+from cxrviz.metrics import (
+    aggregate,
+    evaluate_predictions,
+    interval_width,
+    mcnemar_exact,
+    mcnemar_reading,
+    paired_correctness,
+    wilson_interval,
+)
 
 
 def _wilson_by_hand(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -114,7 +122,8 @@ def test_mcnemar_readings_are_plain_language():
     sig = mcnemar_reading("ResNet-18", "AlexNet", {"a_only": 10, "b_only": 0, "disagree": 10, "p_value": 0.00195})
     assert "evidence that ResNet-18 is better" in sig and "p = 0.002" in sig
     assert mcnemar_reading("A", "B", None) == "A vs B: not comparable: different test sets"
-    assert "agree on every image" in mcnemar_reading("A", "B", {"a_only": 0, "b_only": 0, "disagree": 0, "p_value": 1.0})
+    same = {"a_only": 0, "b_only": 0, "disagree": 0, "p_value": 1.0}
+    assert "agree on every image" in mcnemar_reading("A", "B", same)
     assert fmt_p(0.62) == "p = 0.62" and fmt_p(0.0001) == "p < 0.001"
 
 

@@ -113,3 +113,57 @@ def test_recipes_differ_where_they_must():
     # AlexNet has no normalisation layers: its recipe is not ResNet's
     assert get_spec("alexnet").recipe != get_spec("resnet18").recipe
     assert get_spec("alexnet").recipe.optimizer == "adam" and get_spec("alexnet").recipe.lr < 1e-3
+
+
+# the Grad-CAM layers as they were hand-counted before they were named by rule (CamLayer)
+CAM_LAYERS_BEFORE = {"lenet5": "features.4", "alexnet": "features.13", "vgg11": "features.27", "vgg13": "features.33",
+                     "vgg16": "features.42", "vgg19": "features.51", "googlenet": "inception5b", "resnet18": "layer4",
+                     "resnet34": "layer4", "resnet50": "layer4", "resnet101": "layer4", "resnet152": "layer4"}
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_cam_layer_rule_resolves_to_a_spatial_block(name):
+    """Every architecture's CAM layer, resolved on the model, is today's layer and a conv stage (the
+    activation after the last convolution, an inception block or a residual stage) with a spatial output."""
+    from torch import nn
+
+    from cxrviz.models.googlenet import Inception
+    from cxrviz.models.resnet import BasicBlock, Bottleneck
+
+    spec = get_spec(name)
+    model = build_model(name).eval()
+    resolved, layer = spec.cam_layer.resolve(model)
+    assert resolved == spec.target_layer == CAM_LAYERS_BEFORE[name]
+    assert layer is model.get_submodule(CAM_LAYERS_BEFORE[name])
+    modules = dict(model.named_modules())
+    if isinstance(layer, nn.ReLU):  # the activation of the last convolution (through its BatchNorm)
+        parent, idx = resolved.rsplit(".", 1)
+        before = [modules[f"{parent}.{i}"] for i in range(int(idx) - 1, -1, -1)]
+        before = [m for m in before if not isinstance(m, nn.BatchNorm2d)]
+        assert isinstance(before[0], nn.Conv2d)
+        assert not any(isinstance(m, nn.Conv2d) for n, m in modules.items()
+                       if n.startswith(parent + ".") and int(n.split(".")[1]) > int(idx))
+    elif isinstance(layer, nn.Sequential):  # the last residual stage
+        assert all(isinstance(b, (BasicBlock, Bottleneck)) for b in layer)
+    else:
+        assert isinstance(layer, Inception)
+    out = []
+    h = layer.register_forward_hook(lambda m, i, o: out.append(o))
+    size = max(64, spec.min_size)
+    with torch.no_grad():
+        model(torch.zeros(1, 1, size, size))
+    h.remove()
+    assert out and out[0].dim() == 4 and out[0].shape[-1] > 1 and out[0].shape[-2] > 1
+
+
+def test_cam_layer_rule_survives_an_inserted_layer():
+    """Inserting a layer into ``features`` moves every index, not the rule's layer."""
+    from torch import nn
+
+    spec = get_spec("vgg11")
+    model = build_model("vgg11")
+    old = spec.target_module(model)
+    layers = list(model.features.children())
+    model.features = nn.Sequential(nn.Identity(), *layers)
+    name, layer = spec.cam_layer.resolve(model)
+    assert layer is old and name == "features.28"

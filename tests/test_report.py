@@ -8,13 +8,30 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxrviz.plots import leaderboard
-from cxrviz.plots import training
+from cxrviz.format import fmt_pct
 from cxrviz.metrics import aggregate, mcnemar_exact, paired_correctness
-from cxrviz.report import (DECK, SYNTHETIC, arch_summary, best_cells, caveats, dataset_counts, default_dataset,
-                           display_groups, display_table, export, filter_frame, fmt_pct, groups_frame,
-                           leaderboard_frame, runs_frame, select_runs, seminar_frame, seminar_table, significance,
-                           unique_labels)
+from cxrviz.plots import leaderboard, training
+from cxrviz.report import (
+    DECK,
+    SYNTHETIC,
+    arch_summary,
+    best_cells,
+    caveats,
+    dataset_counts,
+    default_dataset,
+    display_groups,
+    display_table,
+    export,
+    filter_frame,
+    groups_frame,
+    leaderboard_frame,
+    runs_frame,
+    select_runs,
+    seminar_frame,
+    seminar_table,
+    significance,
+    unique_labels,
+)
 from cxrviz.runs import list_runs
 
 REAL = "Covid19-dataset"
@@ -234,7 +251,8 @@ def test_figures_build_and_png(mixed_runs):
     assert len(leaderboard.confusions(sel).data) == len(sel)
     deck = [t for t in figs[1].data if t.name == "deck (single run)"]
     assert deck and 90.9 in list(deck[0].x)
-    pngs = [leaderboard.acc_vs_time_png(df), leaderboard.acc_per_arch_png(df, True), leaderboard.confusions_png(sel[:2]),
+    pngs = [leaderboard.acc_vs_time_png(df), leaderboard.acc_per_arch_png(df, True),
+            leaderboard.confusions_png(sel[:2]),
             leaderboard.roc_png(sel[:2]), training.training_curves_png(sel[:2]), leaderboard.significance_png(sig),
             leaderboard.acc_vs_time_png(df.iloc[0:0])]
     for b in pngs:

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..errors import CxrvizError
 from . import synthetic
 from .cache import ImageCache, default_cache
 from .decode import ImageDecodeError
@@ -26,7 +27,7 @@ TEST_SPLIT_NAMES = ("test", "val", "valid", "validation")
 Progress = Callable[[int, int], None]
 
 
-class DatasetError(ValueError):
+class DatasetError(CxrvizError):
     """A dataset folder that cannot be used; the message says which folder and what is wrong."""
 
 

@@ -28,6 +28,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import CxrvizError, squash
+from ..format import format_bytes
+
 __all__ = [
     "ImageDecodeError",
     "decode_image",
@@ -54,7 +57,6 @@ _PIL_FORMATS = (
     "QOI",
 )
 
-_MAX_MSG_LEN = 400
 
 # signatures of formats in _PIL_FORMATS: an unidentifiable file starting with
 # one of these is a damaged image rather than "not an image"
@@ -70,7 +72,7 @@ _KNOWN_MAGIC = (
 )
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(CxrvizError):
     """An uploaded file could not be turned into a grayscale image.
 
     ``str(err)`` is one line: ``"<name>: <what is wrong>"``.
@@ -82,28 +84,15 @@ class ImageDecodeError(ValueError):
 # --------------------------------------------------------------------------
 
 
-def _one_line(text: Any) -> str:
-    s = " ".join(str(text).split())
-    if len(s) > _MAX_MSG_LEN:
-        s = s[: _MAX_MSG_LEN - 3] + "..."
-    return s
-
-
 def _exc_text(exc: BaseException) -> str:
-    msg = _one_line(exc)
+    msg = squash(exc)
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
 
 def _fail(name: str, what: str) -> ImageDecodeError:
-    return ImageDecodeError(_one_line(f"{name}: {what}"))
+    return ImageDecodeError(squash(f"{name}: {what}"))
 
 
-def _fmt_bytes(n: int) -> str:
-    if n >= 1024 * 1024:
-        return f"{n / (1024 * 1024):.1f} MB"
-    if n >= 1024:
-        return f"{n / 1024:.1f} KB"
-    return f"{n} bytes"
 
 
 def _bomb(name: str, width: int, height: int) -> ImageDecodeError:
@@ -231,7 +220,7 @@ def decode_image(
     """
     if name is None:
         name = _default_name(src)
-    name = _one_line(name) or "upload"
+    name = squash(name) or "upload"
     try:
         data = _read_source(src, name, max_bytes)
         if is_dicom(data):
@@ -267,7 +256,7 @@ def _check_size(name: str, n: int, max_bytes: int) -> None:
     if max_bytes is not None and n > max_bytes:
         raise _fail(
             name,
-            f"file too large ({_fmt_bytes(n)} > limit {_fmt_bytes(max_bytes)})",
+            f"file too large ({format_bytes(n)} > limit {format_bytes(max_bytes)})",
         )
 
 
@@ -317,7 +306,7 @@ def _decode_pillow(data: bytes, name: str, draft_size: int | None) -> np.ndarray
     try:
         im = Image.open(BytesIO(data), formats=_PIL_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _fail(name, f"image too large; possible decompression bomb ({_one_line(exc)})") from exc
+        raise _fail(name, f"image too large; possible decompression bomb ({squash(exc)})") from exc
     except UnidentifiedImageError as exc:
         if data.startswith(_KNOWN_MAGIC):
             raise _fail(name, "truncated or corrupt image: cannot read image header") from exc
@@ -343,7 +332,7 @@ def _decode_pillow(data: bytes, name: str, draft_size: int | None) -> np.ndarray
         try:
             im.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise _fail(name, f"image too large; possible decompression bomb ({_one_line(exc)})") from exc
+            raise _fail(name, f"image too large; possible decompression bomb ({squash(exc)})") from exc
         except MemoryError as exc:
             raise _fail(name, f"not enough memory to decode {width}x{height} {fmt}") from exc
         except Exception as exc:
@@ -462,7 +451,7 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
     try:
         ds = pydicom.dcmread(BytesIO(data), force=not has_preamble)
     except InvalidDicomError as exc:
-        raise _fail(name, f"invalid DICOM file ({_one_line(exc)})") from exc
+        raise _fail(name, f"invalid DICOM file ({squash(exc)})") from exc
     except Exception as exc:
         raise _fail(name, f"truncated or corrupt DICOM file: {_exc_text(exc)}") from exc
 

@@ -43,6 +43,7 @@ from ``(seed, split)`` as well.
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
@@ -171,6 +172,8 @@ def make_phantom(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     Returns a ``uint8`` array of shape ``(size, size)``; deterministic given
     the generator state.  All random scalars are drawn before the per-pixel
     noise, so one generator state gives the same anatomy at every size.
+    The steps below draw from ``rng`` in this order (changing the order
+    changes every image; ``tests/test_synthetic.py`` pins the bytes).
     """
     label = int(label)
     if label not in (COVID, NORMAL, VIRAL):
@@ -186,9 +189,17 @@ def make_phantom(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
     # ---- pose -----------------------------------------------------------------
     g, px, py = _pose_grid(size, u(-0.08, 0.08), u(-0.07, 0.07), np.deg2rad(u(-7, 7)), u(0.86, 1.06))
-    x, y, ax = g.x, g.y, g.ax
+    A, body, shoulder_y = _soft_tissue(g, u)
+    lungs, lung_par, L, heart, lung_cy, dome_base = _lungs_and_heart(g, u)
+    lung_depth, hil_y = _mediastinum_and_lung_fields(A, g, rng, u, body, L, heart, lung_cy, dome_base, lung_par)
+    _lung_detail(A, g, u, label, path_rng, L, lungs, lung_par, hil_y, lung_depth)
+    A += _bones(g, u, L, shoulder_y, dome_base) * body
+    return _expose(A, g, rng, u, px, py, size)
 
-    # ---- body silhouette (soft tissue) ------------------------------------------
+
+def _soft_tissue(g: _Grid, u):
+    """Body silhouette and arms: (attenuation A, body mask, shoulder height)."""
+    x, y, ax = g.x, g.y, g.ax
     bw = u(0.74, 0.9)  # half-width of the thorax
     neck = u(0.19, 0.25)
     shoulder_y = u(-0.92, -0.8)
@@ -202,7 +213,12 @@ def make_phantom(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
         arm = g.soft(0.08 - np.abs(ax - _F(arm_x)), 0.03) * g.soft(y - _F(shoulder_y + 0.05), 0.06)
         A += _F(u(0.2, 0.3)) * arm
 
-    # ---- lungs ----------------------------------------------------------------
+    return A, body, shoulder_y
+
+
+def _lungs_and_heart(g: _Grid, u):
+    """Both lung masks cut by the heart and mediastinum: (lungs, lung_par, union L, heart, lung_cy, dome_base)."""
+    x, y, ax = g.x, g.y, g.ax
     lung_cy = u(-0.13, -0.05)
     dome_base = u(0.36, 0.46)
     lung_a, lung_b = u(0.24, 0.3), u(0.56, 0.66)
@@ -232,6 +248,13 @@ def make_phantom(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
         lungs[s] = lungs[s] * medi
     L = np.maximum(lungs[-1], lungs[1])
 
+    return lungs, lung_par, L, heart, lung_cy, dome_base
+
+
+def _mediastinum_and_lung_fields(A, g: _Grid, rng, u, body, L, heart, lung_cy, dome_base, lung_par):
+    """Lung lucency, heart, trachea, hila, breast shadows and the gastric bubble, added to ``A`` in place;
+    returns (lung_depth, hil_y)."""
+    x, y, ax = g.x, g.y, g.ax
     lung_depth = u(0.26, 0.34)
     lung_tex = _fourier_noise(g, rng, 6, 2.0, 5.0)
     lat = np.clip(1 - ((ax - _F(0.42)) * _F(1 / 0.35)) ** 2, 0, 1)  # most lucent mid-laterally
@@ -256,10 +279,15 @@ def make_phantom(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
 
     # gastric bubble under the left (image-right) dome
     if u() < 0.5:
-        gb = g.soft(1 - _ellipse_r(g, lung_par[1][0] + u(-0.05, 0.08), lung_par[1][4] + u(0.09, 0.14), 0.1, 0.06, 0), 0.25)
+        gx0, gy0 = lung_par[1][0] + u(-0.05, 0.08), lung_par[1][4] + u(0.09, 0.14)
+        gb = g.soft(1 - _ellipse_r(g, gx0, gy0, 0.1, 0.06, 0), 0.25)
         A -= _F(u(0.04, 0.09)) * gb * body
 
-    # ---- lung-only detail: vessels + pathology (computed on lung pixels) --------
+    return lung_depth, hil_y
+
+
+def _lung_detail(A, g: _Grid, u, label, path_rng, L, lungs, lung_par, hil_y, lung_depth) -> None:
+    """Vessels and the class's pathology, computed on lung pixels only and added to ``A`` in place."""
     idx = np.flatnonzero(L.reshape(-1) > 2e-3)
     gl = g.subset(idx)
     Ll = L.reshape(-1)[idx]
@@ -283,7 +311,11 @@ def make_phantom(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     sat = _F(1.1 * lung_depth)
     A.reshape(-1)[idx] += sat * np.tanh(detail * _F(1 / sat)) * Ll
 
-    # ---- bones ------------------------------------------------------------------
+
+
+def _bones(g: _Grid, u, L, shoulder_y, dome_base):
+    """Spine, clavicles and ribs (posterior and anterior arcs), clearest over the lungs."""
+    y, ax = g.y, g.ax
     t = ax
     # spine with vertebral bodies
     spine = g.soft(_F(u(0.05, 0.07)) - t, 0.012)
@@ -317,9 +349,12 @@ def make_phantom(label: int, size: int, rng: np.random.Generator) -> np.ndarray:
     ant *= g.soft(t - 0.2, 0.05) * g.soft(0.74 - t, 0.04)
     rib_vis = _F(0.35) + _F(0.65) * L
     bone += (_F(0.075) * post + _F(0.03) * ant) * rib_vis * g.soft(dome_base + 0.25 - y, 0.08)
-    A += bone * body
+    return bone
 
-    # ---- detector / exposure ----------------------------------------------------
+
+
+def _expose(A, g: _Grid, rng, u, px, py, size):
+    """Detector and exposure: heel effect, side marker, window, gamma, blur and per-pixel noise, to uint8."""
     gx, gy = u(-0.1, 0.1), u(-0.1, 0.1)  # heel effect, image frame
     A *= 1 + _F(gx) * px + _F(gy) * py
     if u() < 0.5:  # side marker in a top corner
@@ -475,7 +510,7 @@ def write_folder(
     size: int = 96,
     seed: int = 0,
     odd_sizes: bool = True,
-) -> "Path":
+) -> Path:
     """Write the synthetic set as real image files: ``root/{train,test}/<class>/<name>.{png,jpg}``.
 
     The files vary the way a real folder does: PNG and JPEG, 8-bit grayscale and RGB, and (with
@@ -485,7 +520,6 @@ def write_folder(
     Returns ``root``.
     """
     import os
-    from pathlib import Path
 
     from PIL import Image
 

@@ -62,7 +62,8 @@ class InceptionAux(nn.Module):
 
 
 class GoogLeNet(nn.Module):
-    def __init__(self, num_classes: int = 3, in_channels: int = 1, aux_logits: bool = True, dropout: float = 0.2) -> None:
+    def __init__(self, num_classes: int = 3, in_channels: int = 1, aux_logits: bool = True,
+                 dropout: float = 0.2) -> None:
         super().__init__()
         self.conv1 = ConvBN(in_channels, 64, kernel_size=7, stride=2, padding=3)
         self.maxpool1 = nn.MaxPool2d(3, stride=2, ceil_mode=True)

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..errors import CxrvizError
 from . import alexnet, googlenet, lenet, resnet, vgg
 
 
@@ -30,6 +31,38 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class DeckFigure:
+    """The seminar deck's figures for one model: a single 20-epoch run on a Colab GPU, tested on the Kaggle
+    set's 66-image test split."""
+
+    acc: float  # test accuracy, fraction
+    minutes: float  # training time
+
+
+@dataclass(frozen=True)
+class CamLayer:
+    """Where Grad-CAM looks, named so that inserting a layer does not move it: the module ``parent`` itself,
+    or the last module of type ``last`` inside it (resolved on the built model)."""
+
+    parent: str
+    last: type[nn.Module] | None = None
+
+    def resolve(self, model: nn.Module) -> tuple[str, nn.Module]:
+        """(dotted name, module) in ``model``; LookupError if there is no such layer."""
+        root = model.get_submodule(self.parent)
+        if self.last is None:
+            return self.parent, root
+        found = [(n, m) for n, m in root.named_modules() if n and isinstance(m, self.last)]
+        if not found:
+            raise LookupError(f"no {self.last.__name__} inside {self.parent!r}")
+        name, module = found[-1]
+        return f"{self.parent}.{name}", module
+
+    def __str__(self) -> str:
+        return self.parent if self.last is None else f"last {self.last.__name__} in {self.parent}"
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     family: str
@@ -37,21 +70,39 @@ class ModelSpec:
     depth: int  # weight layers on the longest path, as the papers count them
     paper: str
     builder: Callable[..., nn.Module] = field(repr=False)
-    target_layer: str  # dotted attribute path of the Grad-CAM target module
+    cam_layer: CamLayer  # the Grad-CAM target
     min_size: int
     recipe: Recipe = Recipe()
-    seed_model: bool = False  # one of the deck's four models
+    deck: DeckFigure | None = None  # the deck's figures, for the deck's four models
+
+    @property
+    def seed_model(self) -> bool:
+        """One of the deck's four models."""
+        return self.deck is not None
+
+    @property
+    def target_layer(self) -> str:
+        """Dotted name of the Grad-CAM target module (resolved on a model built on the meta device)."""
+        return _target_name(self.name)
 
     def build(self, num_classes: int = 3, in_channels: int = 1) -> nn.Module:
         return self.builder(num_classes=num_classes, in_channels=in_channels)
 
     def target_module(self, model: nn.Module) -> nn.Module:
-        return model.get_submodule(self.target_layer)
+        return self.cam_layer.resolve(model)[1]
 
     def meta(self) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("builder", "recipe")}
-        d["recipe"] = asdict(self.recipe)
+        d = {k: v for k, v in asdict(self).items() if k not in ("builder", "recipe", "cam_layer", "deck")}
+        d.update(target_layer=self.target_layer, seed_model=self.seed_model, recipe=asdict(self.recipe),
+                 deck=asdict(self.deck) if self.deck else None)
         return d
+
+
+@lru_cache(maxsize=None)
+def _target_name(name: str) -> str:
+    spec = REGISTRY[name]
+    with torch.device("meta"):
+        return spec.cam_layer.resolve(spec.build())[0]
 
 
 ALEXNET = "Krizhevsky, Sutskever & Hinton, ImageNet Classification with Deep CNNs, NIPS 2012"
@@ -75,29 +126,46 @@ _INCEPTION = Recipe(optimizer="adamw", lr=1e-3, weight_decay=0.05, batch_size=32
 _RES = Recipe(optimizer="adamw", lr=1e-3, weight_decay=0.05, batch_size=32, augment="none")
 _LENET = Recipe(optimizer="adamw", lr=2e-3, weight_decay=1e-4, batch_size=32, label_smoothing=0.0, augment="light")
 
+# Grad-CAM looks at the activation after the last convolution of ``features`` (LeNet, AlexNet, VGG), the last
+# inception block (GoogLeNet) or the last residual stage (ResNet).
+_AFTER_LAST_CONV = CamLayer("features", last=nn.ReLU)
+
+
+def _vgg(name: str, depth: int, builder: Callable[..., nn.Module], deck: DeckFigure | None = None) -> ModelSpec:
+    return ModelSpec(name=name, family="VGG", display=f"VGG-{depth}", depth=depth, paper=VGG, builder=builder,
+                     cam_layer=_AFTER_LAST_CONV, min_size=32, recipe=_VGG, deck=deck)
+
+
+def _resnet(name: str, depth: int, builder: Callable[..., nn.Module], deck: DeckFigure | None = None) -> ModelSpec:
+    return ModelSpec(name=name, family="ResNet", display=f"ResNet-{depth}", depth=depth, paper=RESNET,
+                     builder=builder, cam_layer=CamLayer("layer4"), min_size=32, recipe=_RES, deck=deck)
+
+
 _SPECS = [
-    ModelSpec("lenet5", "LeNet", "LeNet-5", 5, LENET, lenet.lenet5, "features.4", 32, _LENET),
-    ModelSpec("alexnet", "AlexNet", "AlexNet", 8, ALEXNET, alexnet.alexnet, "features.13", 63, _ALEX, True),
-    ModelSpec("vgg11", "VGG", "VGG-11", 11, VGG, vgg.vgg11, "features.27", 32, _VGG),
-    ModelSpec("vgg13", "VGG", "VGG-13", 13, VGG, vgg.vgg13, "features.33", 32, _VGG),
-    ModelSpec("vgg16", "VGG", "VGG-16", 16, VGG, vgg.vgg16, "features.42", 32, _VGG),
-    ModelSpec("vgg19", "VGG", "VGG-19", 19, VGG, vgg.vgg19, "features.51", 32, _VGG, True),
-    ModelSpec("googlenet", "GoogLeNet", "GoogLeNet", 22, GOOGLENET, googlenet.googlenet, "inception5b", 32,
-              _INCEPTION, True),
-    ModelSpec("resnet18", "ResNet", "ResNet-18", 18, RESNET, resnet.resnet18, "layer4", 32, _RES, True),
-    ModelSpec("resnet34", "ResNet", "ResNet-34", 34, RESNET, resnet.resnet34, "layer4", 32, _RES),
-    ModelSpec("resnet50", "ResNet", "ResNet-50", 50, RESNET, resnet.resnet50, "layer4", 32, _RES),
-    ModelSpec("resnet101", "ResNet", "ResNet-101", 101, RESNET, resnet.resnet101, "layer4", 32, _RES),
-    ModelSpec("resnet152", "ResNet", "ResNet-152", 152, RESNET, resnet.resnet152, "layer4", 32, _RES),
+    ModelSpec(name="lenet5", family="LeNet", display="LeNet-5", depth=5, paper=LENET, builder=lenet.lenet5,
+              cam_layer=_AFTER_LAST_CONV, min_size=32, recipe=_LENET),
+    ModelSpec(name="alexnet", family="AlexNet", display="AlexNet", depth=8, paper=ALEXNET, builder=alexnet.alexnet,
+              cam_layer=_AFTER_LAST_CONV, min_size=63, recipe=_ALEX, deck=DeckFigure(acc=0.803, minutes=4.71)),
+    _vgg("vgg11", 11, vgg.vgg11),
+    _vgg("vgg13", 13, vgg.vgg13),
+    _vgg("vgg16", 16, vgg.vgg16),
+    _vgg("vgg19", 19, vgg.vgg19, deck=DeckFigure(acc=0.833, minutes=5.61)),
+    ModelSpec(name="googlenet", family="GoogLeNet", display="GoogLeNet", depth=22, paper=GOOGLENET,
+              builder=googlenet.googlenet, cam_layer=CamLayer("inception5b"), min_size=32, recipe=_INCEPTION,
+              deck=DeckFigure(acc=0.894, minutes=4.61)),
+    _resnet("resnet18", 18, resnet.resnet18, deck=DeckFigure(acc=0.909, minutes=4.79)),
+    _resnet("resnet34", 34, resnet.resnet34),
+    _resnet("resnet50", 50, resnet.resnet50),
+    _resnet("resnet101", 101, resnet.resnet101),
+    _resnet("resnet152", 152, resnet.resnet152),
 ]
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
 SEED_MODELS = [s.name for s in _SPECS if s.seed_model]  # the deck's four: alexnet, vgg19, googlenet, resnet18
 FAMILIES = list(dict.fromkeys(s.family for s in _SPECS))
 
 
-class UnknownArchitecture(KeyError):
-    def __str__(self) -> str:  # KeyError would quote the message
-        return self.args[0]
+class UnknownArchitecture(CxrvizError, KeyError):
+    """A name that is not in the registry; still a KeyError for lookups (``str()`` is not quoted)."""
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -130,21 +198,35 @@ def measure_gflops(model: nn.Module, img_size: int, in_channels: int = 1) -> flo
     return counter.get_total_flops() / 2e9
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=512)
 def model_stats(name: str, img_size: int = 224, num_classes: int = 3, in_channels: int = 1) -> dict:
-    """Parameters and GFLOPs (cached: building VGG and counting FLOPs takes a moment)."""
-    model = build_model(name, num_classes, in_channels)
-    return {"params": count_params(model), "gflops": measure_gflops(model, img_size, in_channels)}
+    """Parameters, forward GFLOPs (as :func:`measure_gflops`) and whether it has BatchNorm, of one
+    architecture at one image size (raised to its ``min_size``). Built on the meta device: no weights are
+    allocated or initialised, so the whole zoo takes a second instead of a minute."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = get_spec(name)
+    size = max(int(img_size), spec.min_size)
+    with torch.device("meta"):
+        model = spec.build(num_classes=num_classes, in_channels=in_channels).eval()
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, in_channels, size, size))
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return {"params": count_params(model), "gflops": counter.get_total_flops() / 2e9, "has_bn": has_bn}
 
 
 def model_table(img_size: int = 224, num_classes: int = 3, in_channels: int = 1) -> list[dict]:
+    """Every registered architecture (registry order, grouped by family) with its metadata, default recipe
+    and :func:`model_stats` at ``img_size``."""
     rows = []
     for s in _SPECS:
         st = model_stats(s.name, img_size, num_classes, in_channels)
+        r = s.recipe
         rows.append({
             "name": s.name, "display": s.display, "family": s.family, "depth": s.depth,
-            "params": st["params"], f"gflops@{img_size}": round(st["gflops"], 3), "min_size": s.min_size,
-            "target_layer": s.target_layer, "optimizer": s.recipe.optimizer, "lr": s.recipe.lr,
+            "params": st["params"], "gflops": st["gflops"], f"gflops@{img_size}": round(st["gflops"], 3),
+            "min_size": s.min_size, "target_layer": s.target_layer, "optimizer": r.optimizer, "lr": r.lr,
+            "batch_size": r.batch_size, "img_size": r.img_size, "epochs": r.epochs, "seed_model": s.seed_model,
             "paper": s.paper,
         })
     return rows

@@ -13,13 +13,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..format import short_p
 from ..metrics import roc_curves
-from ..report import DECK, arch_summary, unique_labels
+from ..report.deck import DECK
+from ..report.significance import unique_labels
+from ..report.tables import arch_summary
 from ..runs import Run, RunError
 from .style import DECK_COLOR, arch_color, empty, mpl_figure, png, png_message, run_colors, scaled
-
-def _short_p(p: float) -> str:
-    return "p<0.001" if p < 0.001 else f"p={p:.3f}" if p < 0.01 else f"p={p:.2f}"
 
 
 def _with_deck_only(s: pd.DataFrame) -> pd.DataFrame:
@@ -176,7 +176,8 @@ def significance_heatmap(sig: dict) -> go.Figure:
     if p.empty or len(p) < 2:
         return empty("Select at least two runs")
     dis = sig["disagree"]
-    text = [[("–" if math.isnan(p.iat[i, j]) else ("" if i == j else f"{_short_p(p.iat[i, j])}<br>{int(dis.iat[i, j])} disagree"))
+    text = [[("–" if math.isnan(p.iat[i, j])
+              else ("" if i == j else f"{short_p(p.iat[i, j])}<br>{int(dis.iat[i, j])} disagree"))
              for j in range(len(p))] for i in range(len(p))]
     z = p.values.astype(float).copy()
     np.fill_diagonal(z, np.nan)
@@ -293,7 +294,7 @@ def significance_png(sig: dict) -> bytes:
     for i in range(n):
         for j in range(n):
             v = p.iat[i, j]
-            t = "" if i == j else "n/a" if math.isnan(v) else f"{_short_p(v)}\n{int(sig['disagree'].iat[i, j])} differ"
+            t = "" if i == j else "n/a" if math.isnan(v) else f"{short_p(v)}\n{int(sig['disagree'].iat[i, j])} differ"
             ax.text(j, i, t, ha="center", va="center", fontsize="x-small")
     ax.set_xticks(range(n), list(p.columns), rotation=30, ha="right", fontsize="small")
     ax.set_yticks(range(n), list(p.index), fontsize="small")

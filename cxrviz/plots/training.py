@@ -16,7 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..report import unique_labels
+from ..report.significance import unique_labels
 from ..runs import RunError
 from .style import LAYOUT, empty, mpl_figure, png, png_message, series_colors
 
