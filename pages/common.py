@@ -12,6 +12,27 @@ from cxrviz.jobs import JobRegistry
 from cxrviz.predict import ImageInput, ModelCache, get_test_image, list_test_images
 from cxrviz.runs import Run, default_root, delete_run, list_runs
 
+
+
+def _route_through_app() -> None:
+    """Make app.py's st.navigation the only navigation, whatever URL a fresh server is first opened on.
+
+    Streamlit decides once per server process, when the first session starts, whether the app is an old-style
+    (v1) multipage app: it is when a folder named ``pages/`` sits next to the main script. It then runs the
+    requested page file directly, with a sidebar listing every file in ``pages/`` ("app, common, compare, ...").
+    Only a call to ``st.navigation`` (in app.py) clears that flag, and opening ``/train`` first never runs app.py,
+    so every later session kept the file list. Every page imports this module, so on that first run we clear
+    the flag and rerun: the rerun goes through app.py, which shows the six named pages and opens the page the
+    URL asked for. (The flag is Streamlit's; there is no public setting for it.)"""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_route_through_app()
+
 DATA_KEY = "data_path"  # session_state: the dataset folder chosen on Overview ("" = built-in synthetic set)
 
 

@@ -18,6 +18,33 @@ import torch  # noqa: E402
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+def _strict() -> bool:
+    """In CI (``CI`` set) or with ``CXRVIZ_REQUIRE_REAL_DATA=1``, a missing requirement fails instead of skipping."""
+    return bool(os.environ.get("CI")) or os.environ.get("CXRVIZ_REQUIRE_REAL_DATA") == "1"
+
+
+def _missing(reason: str):
+    if _strict():
+        pytest.fail(reason + " (required here: CI or CXRVIZ_REQUIRE_REAL_DATA=1 is set)", pytrace=False)
+    pytest.skip(reason)
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of Debian's Chromium for the browser tests (Playwright drives it). Skips with a reason where
+    Chromium or Playwright is missing; fails instead in CI (.ci/run installs both)."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _missing("playwright is not installed (pip install -r requirements.txt)")
+    if not os.path.exists(CHROMIUM):
+        _missing(f"{CHROMIUM} not found (apt-get install chromium)")
+    return CHROMIUM
+
+
 @pytest.fixture(scope="session")
 def real_data() -> Path:
     if not DATA.is_dir():

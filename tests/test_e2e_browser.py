@@ -4,7 +4,12 @@ both. Measures the delay between each epoch's end (the job's "wall" timestamp, c
 customdata) and its point showing up in the browser's chart, and saves a screenshot to
 test-artifacts/e2e_train.png.
 
-Skipped when Playwright or /usr/bin/chromium is missing (CI installs both)."""
+Also: a fresh server opened first on /train or /compare lists the six named pages in its sidebar (it once
+listed the files of pages/).
+
+Skipped with a reason when Playwright or /usr/bin/chromium is missing; a failure instead in CI (the conftest's
+``chromium`` fixture; .ci/run installs both)."""
+import contextlib
 import os
 import re
 import socket
@@ -19,15 +24,12 @@ import pytest
 from cxrviz.runs import read_run
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOT = ARTIFACTS / "e2e_train.png"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-if not os.path.exists(CHROMIUM):
-    pytest.skip(f"{CHROMIUM} not found", allow_module_level=True)
+PAGE_TITLES = ["Overview", "Train", "Leaderboard", "Seminar view", "Compare", "Explain"]  # app.py's order
 
 # Records, in the page, when each epoch point (keyed by its wall timestamp) first appears in any chart's
 # test-accuracy trace, how many points the busiest such trace had over time, and the most job-card Stop
@@ -63,9 +65,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
+@contextlib.contextmanager
+def _streamlit(tmp: Path):
+    """A fresh `streamlit run app.py` on a free port, with its own checkpoints and cache; yields its URL."""
     port = _free_port()
     env = {**os.environ, "CXRVIZ_CHECKPOINTS": str(tmp / "checkpoints"), "CXRVIZ_CACHE": str(tmp / "cache"),
            "PYTHONUNBUFFERED": "1"}
@@ -76,26 +78,33 @@ def server(tmp_path_factory):
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        end = time.time() + 90
-        while True:
+        while True:  # bounded by the test timeout (pytest.ini), not by a clock here
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
                     if r.read().strip() == b"ok":
                         break
             except OSError:
                 pass
-            if proc.poll() is not None or time.time() > end:
+            if proc.poll() is not None:
                 raise RuntimeError("streamlit did not start:\n" + (tmp / "streamlit.log").read_text()[-3000:])
             time.sleep(0.3)
-        yield url, tmp / "checkpoints"
+        yield url
     finally:
         proc.terminate()
         try:
             proc.wait(15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
         log.close()
         print("streamlit log (tail):\n" + (tmp / "streamlit.log").read_text()[-3000:])  # shown on failure
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, chromium):
+    tmp = tmp_path_factory.mktemp("e2e")
+    with _streamlit(tmp) as url:
+        yield url, tmp / "checkpoints"
 
 
 def _wait_idle(page) -> None:
@@ -109,7 +118,9 @@ def _checkbox(page, label: str):
     return page.locator('[data-testid="stCheckbox"]').filter(has=page.get_by_text(label, exact=True)).first
 
 
-def test_train_page_end_to_end(server):
+def test_train_page_end_to_end(server, chromium):
+    from playwright import sync_api
+
     url, ckpt = server
     # First a run far longer than the test watches it: the chart must gain points epoch by epoch whatever
     # this machine's speed (a 6-epoch run once finished inside one refresh on a fast CI machine), then the
@@ -117,7 +128,7 @@ def test_train_page_end_to_end(server):
     size, epochs = 64, 1000
     label = f"LeNet-5 {size}px e{epochs} s0"
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1800})
             page.set_default_timeout(180_000)  # generous: CI machines are shared and slow
@@ -170,9 +181,8 @@ def test_train_page_end_to_end(server):
             delays = [seen - float(w) for w, seen in sorted(cx["seen"].items())]
             print("epoch end -> point in the browser's chart: " + ", ".join(f"{d:.2f} s" for d in delays)
                   + f" (mean {sum(delays) / len(delays):.2f} s, max {max(delays):.2f} s)")
+            # every point shown was seen after its epoch ended (timings are reported, not asserted: `bench`)
             assert len(delays) == max(counts) and all(d > -0.5 for d in delays)
-            # refreshed every second while a job runs, plus rendering in a browser on a busy machine
-            assert sorted(delays)[len(delays) // 2] < 2.5 and max(delays) < 10.0
 
             # the stopped run is on disk, with the epochs it finished, marked stopped
             runs = [p for p in ckpt.iterdir() if (p / "run.json").exists()] if ckpt.is_dir() else []
@@ -212,5 +222,37 @@ def test_train_page_end_to_end(server):
             page.screenshot(path=str(ARTIFACTS / "e2e_failure.png"), full_page=True)
             print(f"failure screenshot: {ARTIFACTS / 'e2e_failure.png'}")
             raise
+        finally:
+            browser.close()
+
+
+@pytest.mark.parametrize("first_path", ["/train", "/compare"])
+def test_first_url_of_a_fresh_server_shows_the_six_pages(first_path, chromium, tmp_path):
+    """Opening a page other than the first one, on a server no one has opened yet (a bookmark, a browser
+    reopening its tabs after a restart), must show app.py's six named pages, not the files of pages/."""
+    from playwright import sync_api
+
+    title = {"/train": "Train", "/compare": "Compare"}[first_path]
+    with _streamlit(tmp_path) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(180_000)
+            page.goto(url + first_path)
+            # the page itself has run (its title is drawn) and the script is idle
+            page.locator("h1").filter(has_text=title).first.wait_for()
+            _wait_idle(page)
+            links = page.locator('[data-testid="stSidebarNav"] a')
+            names = [" ".join(t.split()[1:]) if len(t.split()) > 1 else t for t in links.all_inner_texts()]
+            assert names == PAGE_TITLES, f"sidebar after opening {first_path} first: {names}"
+            assert "common" not in " ".join(links.all_inner_texts())
+            assert page.url.rstrip("/").endswith(first_path)
+            # and a second visitor, after that, gets the same sidebar
+            other = browser.new_page()
+            other.goto(url + "/leaderboard")
+            other.locator("h1").filter(has_text="Leaderboard").first.wait_for()
+            _wait_idle(other)
+            texts = other.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
+            assert [" ".join(t.split()[1:]) for t in texts] == PAGE_TITLES
         finally:
             browser.close()
