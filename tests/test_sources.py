@@ -141,7 +141,7 @@ def test_source_with_no_readable_image_fails_the_split_and_stores_nothing(synthe
 def test_near_duplicates_find_reencoded_and_resized_copies(synthetic_folder, tmp_path):
     root = tmp_path / "ds"
     shutil.copytree(synthetic_folder, root)
-    original = sorted((root / "train" / "Covid").glob("*.png"))[0]
+    original = min((root / "train" / "Covid").glob("*.png"))
     with Image.open(original) as im:  # the same radiograph, resized and re-encoded as JPEG, in the test split
         im.convert("L").resize((im.width * 2 - 7, im.height * 2 - 7)).save(root / "test" / "Covid" / "copy.jpg",
                                                                            quality=80)
@@ -190,3 +190,28 @@ def test_memory_mapped_split_gives_the_same_tensors(synthetic_folder, tmp_path):
     _SPLIT_MEMO.clear()
     again = load_split(src, "train", 40, cache=ImageCache(tmp_path / "b"), ram_budget_bytes=1000)
     assert again.mapped and torch.equal(again.images, ram.images)  # a reopen maps the stored split
+
+
+def test_cli_trains_on_a_multi_source_dataset_and_stores_its_sources(synthetic_folder, extra, ckpt_root, capsys):
+    from cxrviz.cli import main
+    from cxrviz.runs import list_runs
+
+    assert main(["train", "--arch", "lenet5", "--data", str(synthetic_folder), "--add", f"Normal={extra}",
+                 "--img-size", "32", "--epochs", "1", "--batch-size", "16", "--quiet"]) == 0
+    (run,), _ = list_runs()
+    ds = run.meta["dataset"]
+    assert {s["name"] for s in ds["sources"]} == {"synthetic-cxr", "openist-normal"}
+    assert {(r["source"], r["split"]) for r in ds["source_counts"]} >= {("openist-normal", "test")}
+    assert open_dataset(run.config["data"]).counts() == open_dataset(ds["spec"]).counts()
+    assert main(["evaluate", run.id]) == 0  # reopens the merged dataset from the run alone
+    assert f"{ds['test_n']} test images" in capsys.readouterr().out
+
+
+def test_cli_bad_source_is_one_line(synthetic_folder, ckpt_root, capsys):
+    from cxrviz.cli import main
+
+    assert main(["train", "--arch", "lenet5", "--data", str(synthetic_folder), "--data", str(synthetic_folder),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "the same folder is given twice" in err and len(err.splitlines()) == 1
+    assert not ckpt_root.exists() or not any(ckpt_root.iterdir())  # nothing stored
