@@ -304,10 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "add", None) is not None or isinstance(getattr(args, "data", None), list):
-            from .data import (
-                dataset_spec,  # repeated --data and --add: one serialisable dataset spec
-            )
+            from .data import dataset_spec
 
+            # repeated --data and --add: one serialisable dataset spec (what TrainConfig.data stores)
             args.data = dataset_spec(args.data, args.add, args.add_test_fraction)
         return args.func(args) or 0
     except KeyboardInterrupt:
