@@ -215,3 +215,43 @@ def test_cli_bad_source_is_one_line(synthetic_folder, ckpt_root, capsys):
     err = capsys.readouterr().err.strip()
     assert "the same folder is given twice" in err and len(err.splitlines()) == 1
     assert not ckpt_root.exists() or not any(ckpt_root.iterdir())  # nothing stored
+
+
+def test_overview_scans_are_stored_and_redone_when_a_file_changes(synthetic_folder, tmp_path, monkeypatch):
+    import os
+
+    from PIL import Image as PILImage
+
+    from cxrviz.data import image_size_stats
+
+    root = tmp_path / "ds"
+    shutil.copytree(synthetic_folder, root)
+    cache = ImageCache(tmp_path / "cache")
+    src = open_dataset(root)
+    rows = image_size_stats(src, cache=cache)
+    dups = find_duplicates(src, cache=cache)
+    assert len(rows) == 96
+    real_open = PILImage.open
+
+    def no_reading(*a, **k):
+        raise AssertionError("a stored scan must not open images")
+
+    monkeypatch.setattr(PILImage, "open", no_reading)
+    assert image_size_stats(open_dataset(root), cache=cache) == rows  # a reopen reads no image
+    monkeypatch.setattr(PILImage, "open", real_open)
+    victim = next((root / "train" / "Covid").glob("*.png"))
+    PILImage.new("L", (50, 30)).save(victim)
+    os.utime(victim, ns=(1, 1))
+    rows2 = image_size_stats(open_dataset(root), cache=cache)
+    assert {(r["width"], r["height"]) for r in rows2 if r["file"] == victim.name} == {(50, 30)}
+    assert find_duplicates(open_dataset(root), cache=cache)["groups"] == dups["groups"]
+
+
+def test_spec_editing_for_the_overview(synthetic_folder, extra):
+    from cxrviz.data.sources import drop_source, extend_spec, spec_parts
+
+    spec = extend_spec(str(synthetic_folder), add=("Normal", str(extra), "train"))
+    folders, adds, _, _ = spec_parts(spec)
+    assert folders == [str(synthetic_folder)] and adds == [("Normal", str(extra), "train")]
+    assert open_dataset(spec).counts()["train"]["Normal"] == 34
+    assert drop_source(spec, 1) == str(synthetic_folder)  # back to the plain single-folder form

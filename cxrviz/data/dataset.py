@@ -281,18 +281,25 @@ def _stat(p: Path) -> tuple[int, int]:
         return 0, 0
 
 
-def image_size_stats(source: DatasetSource) -> list[dict]:
-    """Original width/height/mode of every file (headers only, no full decode) for the Overview page."""
+def image_size_stats(source: DatasetSource, cache: ImageCache | None = None) -> list[dict]:
+    """Original width/height/mode of every file (headers only, no full decode) for the Overview page; stored
+    per state of the files, so a reopen reads no image."""
+    from .scan import cached_scan
+
+    if source.synthetic:
+        return []
+    return cached_scan(source, "sizes", lambda: _size_rows(source), cache)
+
+
+def _size_rows(source: DatasetSource) -> list[dict]:
     from PIL import Image
 
     rows = []
-    if source.synthetic:
-        return rows
     for split, items in source.files.items():
-        for p, y in items:
+        for (p, y), o in zip(items, source.source_names(split)):
             try:
                 with Image.open(p) as im:
-                    rows.append({"split": split, "class": source.classes[y], "width": im.width,
+                    rows.append({"split": split, "class": source.classes[y], "source": o, "width": im.width,
                                  "height": im.height, "mode": im.mode, "file": p.name})
             except Exception:  # DICOM or unreadable: not part of the size statistics
                 continue

@@ -3,6 +3,8 @@ re-encoded or resized: a 64-bit difference hash of the small cached image, withi
 and across sources. A test image that duplicates a training image makes test accuracy optimistic."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from .cache import ImageCache, default_cache
@@ -30,9 +32,15 @@ def find_duplicates(source, cache: ImageCache | None = None) -> dict:
     """Byte-identical files (same content hash): ``groups`` [[(split, file), ...]], ``cross_split`` (test
     images that are copies of training images: leakage; the Kaggle set has some) and ``cross_source``
     [[(source, split, file), ...]] (the same image in two sources)."""
+    from .scan import cached_scan
+
     if source.synthetic:
         return {"groups": [], "cross_split": [], "cross_source": []}
     cache = cache or default_cache()
+    return cached_scan(source, "duplicates", lambda: _exact(source, cache), cache)
+
+
+def _exact(source, cache: ImageCache) -> dict:
     by_hash: dict[str, list[tuple[str, str, str]]] = {}
     for split, items in source.files.items():
         for i, (p, _) in enumerate(items):
@@ -105,4 +113,4 @@ def near_duplicates(source, cache: ImageCache | None = None, max_bits: int = NEA
         names += [(split, path, o) for path, o in zip(s.paths, s.sources)]
         hashes.append(dhash(s.images[:, 0].numpy()))
     groups = near_groups(np.concatenate(hashes), max_bits)
-    return _summarise(source, [[names[i] for i in g] for g in groups])
+    return json.loads(json.dumps(_summarise(source, [[names[i] for i in g] for g in groups])))

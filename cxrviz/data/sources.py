@@ -229,3 +229,33 @@ def open_sources(d: dict):
     out.spec = json.dumps({"data": data, "add": [list(a) for a in adds], "split_fraction": d["split_fraction"],
                            "seed": d["seed"]}, sort_keys=True)
     return out
+
+
+def spec_parts(spec) -> tuple[list[str], list[tuple[str, str, str | None]], float, int]:
+    """(folders, added class folders, split fraction, seed) of any spec (a plain path is one folder)."""
+    d = parse_spec(spec)
+    if d is None:
+        return ([str(spec).strip()] if spec and str(spec).strip() else []), [], DEFAULT_SPLIT_FRACTION, 0
+    return d["data"], d["add"], d["split_fraction"], d["seed"]
+
+
+def extend_spec(spec, data: str | None = None, add: tuple[str, str, str | None] | None = None,
+                split_fraction: float | None = None) -> str | None:
+    """The spec with one more folder or class folder (what the Overview page's "Add a source" does)."""
+    folders, adds, frac, seed = spec_parts(spec)
+    if data:
+        folders = [*folders, str(data).strip()]
+    if add:
+        adds = [*adds, add]
+    return dataset_spec(folders, adds, split_fraction if split_fraction is not None else frac, seed)
+
+
+def drop_source(spec, index: int) -> str | None:
+    """The spec without its ``index``-th folder (folders first, then added class folders)."""
+    folders, adds, frac, seed = spec_parts(spec)
+    if index < len(folders):
+        folders = folders[:index] + folders[index + 1:]
+    else:
+        k = index - len(folders)
+        adds = adds[:k] + adds[k + 1:]
+    return dataset_spec(folders, adds, frac, seed)
