@@ -255,3 +255,30 @@ def test_spec_editing_for_the_overview(synthetic_folder, extra):
     assert folders == [str(synthetic_folder)] and adds == [("Normal", str(extra), "train")]
     assert open_dataset(spec).counts()["train"]["Normal"] == 34
     assert drop_source(spec, 1) == str(synthetic_folder)  # back to the plain single-folder form
+
+
+def test_overview_page_builds_a_multi_source_dataset_that_train_uses(synthetic_folder, extra, ckpt_root,
+                                                                      monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CXRVIZ_CHECKPOINTS", str(ckpt_root))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/overview.py").run()
+    at.text_input(key="ov_path").set_value(str(synthetic_folder)).run()
+    at.text_input(key="ov_add_path").set_value(str(extra)).run()
+    at.selectbox(key="ov_add_class").set_value("Normal").run()
+    at.button(key="ov_add").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("2 sources" in s.value for s in at.success)
+    assert any("'Covid' comes from one source only" in w.value for w in at.warning)
+    spec = at.session_state["data_path"]
+    assert open_dataset(spec).counts()["train"]["Normal"] == 32  # what Train's TrainConfig(data=...) gets
+    assert any(c.proto.spec and "openist-normal" in c.proto.spec for c in at.get("plotly_chart"))
+    at.button(key="ov_near").click().run()
+    assert any("group(s) of near-identical images" in c.value for c in at.caption) and not at.exception
+    at.button(key="ov_add").click().run()  # the same folder again: one line, the dataset is unchanged
+    assert len(at.error) == 1 and "the same folder is given twice" in at.error[0].value
+    assert at.session_state["data_path"] == spec
+    at.button(key="ov_drop_1").click().run()  # remove the added folder: back to the single folder
+    assert at.session_state["data_path"] == str(synthetic_folder) and not at.exception
