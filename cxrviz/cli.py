@@ -157,7 +157,7 @@ def cmd_evaluate(a) -> int:
     from .train import predict_probs
 
     run = get_run(a.run)
-    data = a.data if a.data is not None else run.meta["dataset"].get("root")
+    data = a.data if a.data is not None else (run.meta["dataset"].get("spec") or run.meta["dataset"].get("root"))
     src = open_dataset(data)
     if src.classes != run.classes:
         raise CLIError(f"dataset classes {src.classes} do not match the run's classes {run.classes}")
@@ -236,12 +236,22 @@ def _pos_int(s: str) -> int:
     return v
 
 
+def _add_data_args(p: argparse.ArgumentParser, default_help: str = "built-in synthetic set") -> None:
+    p.add_argument("--data", action="append", default=None, metavar="PATH",
+                   help=f"dataset folder with train/ and test/; repeat to merge folders class by class, each a "
+                        f"named source (default: {default_help})")
+    p.add_argument("--add", action="append", default=None, metavar="CLASS=PATH[:SPLIT]",
+                   help="add one class folder from another source (repeatable); with no :train or :test its "
+                        "images are split by --add-test-fraction (seeded, per class)")
+    p.add_argument("--add-test-fraction", type=float, default=0.2, metavar="F",
+                   help="test share of an --add folder given without a split (default 0.2)")
+
+
 def _add_train_args(p: argparse.ArgumentParser, with_arch: bool) -> None:
     if with_arch:
         p.add_argument("--arch", nargs="+", required=True, metavar="A",
                        help=f"one or more of: {', '.join(REGISTRY)}")
-    p.add_argument("--data", default=None,
-                   help="dataset folder with train/ and test/ (default: built-in synthetic set)")
+    _add_data_args(p)
     p.add_argument("--img-size", type=_pos_int, default=None, help="input size in px (default: recipe, 128)")
     p.add_argument("--epochs", type=_pos_int, default=None, help="default: recipe (20)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S")
@@ -270,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("evaluate", help="evaluate a stored run on a dataset's test split")
     p.add_argument("run")
-    p.add_argument("--data", default=None, help="default: the dataset the run was trained on")
+    _add_data_args(p, "the dataset the run was trained on")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("predict", help="predict one image (PNG, JPEG or DICOM) with stored runs")
@@ -295,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "add", None) is not None or isinstance(getattr(args, "data", None), list):
+            from .data import dataset_spec
+
+            # repeated --data and --add: one serialisable dataset spec (what TrainConfig.data stores)
+            args.data = dataset_spec(args.data, args.add, args.add_test_fraction)
         return args.func(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

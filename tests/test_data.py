@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from cxrviz.data import (AUGMENT_LEVELS, DatasetError, ImageCache, augment_batch, find_duplicates, load_split, open_dataset,
-                         synthetic_source)
+from cxrviz.data import (
+    AUGMENT_LEVELS,
+    DatasetError,
+    ImageCache,
+    augment_batch,
+    find_duplicates,
+    load_split,
+    open_dataset,
+    synthetic_source,
+)
 from cxrviz.data.dataset import _SPLIT_MEMO
 
 
@@ -102,6 +110,9 @@ def test_decode_once_cache_memory_and_disk(tmp_path, real_data):
     # a corrupt cache entry is ignored and rewritten, never trusted
     victim = next((tmp_path / "cache" / "40").glob("*.npy"))
     victim.write_bytes(b"garbage")
+    stored = list((tmp_path / "cache" / "splits").glob("40-*.npy"))
+    assert len(stored) == 1  # the whole split is stored too: a reopen is one file read
+    stored[0].write_bytes(b"garbage")  # a corrupt stored split is not trusted either
     _SPLIT_MEMO.clear()
     again = ImageCache(tmp_path / "cache")
     d = load_split(src, "train", 40, cache=again)

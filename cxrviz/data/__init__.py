@@ -1,11 +1,25 @@
-"""Data: finding a dataset, decoding any image or DICOM, the decode-once cache, augmentation and the
-built-in synthetic set."""
-from .augment import AUGMENT_LEVELS, AugmentConfig, augment_batch
-from .cache import ImageCache, default_cache
-from .dataset import (DatasetError, DatasetSource, ImageSet, find_duplicates, image_size_stats, load_split,
-                      open_dataset, synthetic_source)
-from .decode import MAX_PIXELS, MAX_UPLOAD_BYTES, ImageDecodeError, decode_image, is_dicom, resize_square
+"""Data: finding a dataset (one folder or several sources), decoding any image or DICOM, the decode-once
+cache (parallel, memory-mapped when large), duplicates, augmentation and the built-in synthetic set.
 
-__all__ = ["AUGMENT_LEVELS", "AugmentConfig", "augment_batch", "ImageCache", "default_cache", "DatasetError",
-           "DatasetSource", "ImageSet", "find_duplicates", "image_size_stats", "load_split", "open_dataset", "synthetic_source",
-           "MAX_PIXELS", "MAX_UPLOAD_BYTES", "ImageDecodeError", "decode_image", "is_dicom", "resize_square"]
+Names are imported lazily, so a decode worker process (``cxrviz.data.cache``) starts without importing torch."""
+from importlib import import_module
+
+_EXPORTS = {
+    "AUGMENT_LEVELS": "augment", "AugmentConfig": "augment", "augment_batch": "augment",
+    "ImageCache": "cache", "default_cache": "cache", "ram_budget": "cache",
+    "DatasetError": "dataset", "DatasetSource": "dataset", "ImageSet": "dataset", "image_size_stats": "dataset",
+    "load_split": "dataset", "open_dataset": "dataset", "synthetic_source": "dataset",
+    "find_duplicates": "duplicates", "near_duplicates": "duplicates",
+    "dataset_spec": "sources", "parse_add": "sources",
+    "MAX_PIXELS": "decode", "MAX_UPLOAD_BYTES": "decode", "ImageDecodeError": "decode", "decode_image": "decode",
+    "is_dicom": "decode", "resize_square": "decode",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,3 +32,25 @@ def size_scatter_figure(rows: list[dict], *, height: int = 300) -> go.Figure:
     fig.update_layout(height=height, xaxis_title="width (px)", yaxis_title="height (px)",
                       title="Original image sizes", **_CLOSEST)
     return fig
+
+
+def source_counts_figure(rows: list[dict], *, height: int = 300) -> go.Figure:
+    """Images per class x source x split (rows {source, split, class, n} from ``DatasetSource.source_counts``):
+    one panel per split, stacked bars per class, one colour per source."""
+    from plotly.subplots import make_subplots
+
+    splits = [s for s in ("train", "test") if any(r["split"] == s for r in rows)]
+    sources = sorted({r["source"] for r in rows})
+    classes = list(dict.fromkeys(r["class"] for r in sorted(rows, key=lambda r: r["class"])))
+    fig = make_subplots(rows=1, cols=max(1, len(splits)), subplot_titles=[f"{s} split" for s in splits],
+                        shared_yaxes=True)
+    for j, split in enumerate(splits, 1):
+        for k, src in enumerate(sources):
+            n = {r["class"]: r["n"] for r in rows if r["split"] == split and r["source"] == src}
+            fig.add_bar(x=classes, y=[n.get(c, 0) for c in classes], name=src, legendgroup=src, showlegend=j == 1,
+                        marker_color=PALETTE[k % len(PALETTE)], row=1, col=j,
+                        meta={"source": src, "split": split},
+                        hovertemplate=f"{src}<br>%{{x}}: %{{y}} images<extra></extra>")
+    fig.update_layout(barmode="stack", height=height, title="Images per class, source and split",
+                      **{**LAYOUT, "hovermode": "closest"})
+    return fig
