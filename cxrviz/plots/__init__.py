@@ -1,0 +1,1 @@
+"""Every figure of cxrviz: one style (plots.style), one module per subject."""
