@@ -5,6 +5,7 @@ from functools import partial
 import streamlit as st
 
 from cxrviz import figures
+from cxrviz.external_records import latest_records
 from cxrviz.report import (DECK_DEVICE, SYNTHETIC, caveats, export, filter_frame,
                            runs_frame, select_runs, seminar_frame, seminar_table)
 from pages.common import dataset_badge, dataset_picker, stored_runs
@@ -47,6 +48,13 @@ st.caption(f"cxrviz: mean ± sd over seeds of each architecture's most-seeded se
 
 # ---------------------------------------------------------------- the chart
 st.plotly_chart(figures.acc_per_arch(df, deck=True, big=True), key="sem_fig", theme=None)
+
+ext_recs = latest_records(sel)
+if ext_recs:  # how much of the ranking survives outside the training sources
+    from cxrviz.plots.external import internal_vs_external
+
+    st.markdown("### Does it generalise? Internal (test split) vs external")
+    st.plotly_chart(internal_vs_external(ext_recs, big=True), key="sem_ext_fig", theme=None)
 
 # ---------------------------------------------------------------- caveats
 n_test = int(df["n_test"].max()) if df["n_test"].notna().any() else None

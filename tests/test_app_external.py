@@ -67,3 +67,38 @@ def test_external_page_without_runs(tmp_path, monkeypatch):
     at.switch_page("pages/external.py").run()
     no_exception(at)
     assert any("No stored runs yet" in i.value for i in at.info)
+
+
+def test_leaderboard_and_seminar_show_internal_vs_external(env):
+    from cxrviz.external import score_run
+
+    run, ext = env
+    score_run(run, ext, "COVID-19=Covid")
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("pages/leaderboard.py").run()
+    no_exception(at)
+    tables = [d.value for d in at.dataframe if "external acc" in d.value.columns]
+    assert len(tables) == 1 and list(tables[0]["run"]) == [run.id]
+    assert {"internal acc", "internal 95 % CI", "external 95 % CI", "drop (points)"} <= set(tables[0].columns)
+    at.switch_page("pages/seminar.py").run()
+    no_exception(at)
+    assert any("Does it generalise?" in m.value for m in at.markdown)
+
+
+def test_compare_warns_on_a_black_strip(env):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    run, _ = env
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((20000, 10), np.uint8)).save(buf, "PNG")
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    at.file_uploader(key="compare_upload").set_value(("strip.png", buf.getvalue(), "image/png")).run()
+    no_exception(at)
+    assert any("unlike the images these models were trained on" in w.value for w in at.warning)
+    assert not any("model says" in s.value for s in at.subheader)  # no confident-looking verdict
