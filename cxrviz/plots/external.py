@@ -49,8 +49,8 @@ def predicted_distribution(records: list[dict]) -> go.Figure:
     for i, c in enumerate(classes):
         fig.add_bar(name=c, y=names, x=[r["external"]["predicted"].get(c, 0) for r in records], orientation="h",
                     marker_color=palette[i % len(palette)])
-    fig.update_layout(barmode="stack", xaxis_title="external images predicted as", height=80 + 40 * len(records),
-                      margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.2))
+    fig.update_layout(barmode="stack", xaxis_title="external images predicted as", height=160 + 40 * len(records),
+                      margin=dict(l=10, r=10, t=30, b=10), legend=dict(title="predicted"))
     return fig
 
 
