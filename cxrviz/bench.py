@@ -280,6 +280,10 @@ def run_bench(quick: bool, data: str | None, device: str = "auto", out: str | No
     report["end_to_end"] = bench_end_to_end(data, arch, size, epochs, device)
     log("d. app latencies ...")
     report["app"] = bench_app(data, plan["app"][1], plan["app"][0], plan["app"][2])
+    from .bench_external import bench_external
+
+    log("e. external validation ...")
+    report["external"] = bench_external(data, *((["lenet5", "resnet18"], 64, 20) if quick else (deck, 128, 100)))
     report["total_s"] = time.perf_counter() - t0
     path = Path(out) if out else Path("bench-results") / f"bench{'-quick' if quick else ''}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -320,7 +324,12 @@ def format_report(r: dict) -> str:
               f"   GradCAM of all models     {p['gradcam_all_s']:.3f} s (goal <= {p['goal_gradcam_s']:.0f} s)",
               f"   epoch end -> visible to the live chart's poll: {1000 * p['registry_lag_s']:.1f} ms in the registry "
               "(+ up to 1 s fragment period in the page)",
-              "", f"total {r['total_s']:.0f} s; JSON: {r.get('json_path', '-')}"]
+              ""]
+    if "external" in r:
+        from .bench_external import format_lines
+
+        lines += format_lines(r["external"]) + [""]
+    lines += [f"total {r['total_s']:.0f} s; JSON: {r.get('json_path', '-')}"]
     return "\n".join(lines)
 
 

@@ -67,29 +67,53 @@ def accuracy_probe(model, pre, images: torch.Tensor, labels: np.ndarray, mask: n
     return {"variants": out, "baseline": baseline, "flagged": flagged}
 
 
+def batch_cams(model, spec, x: torch.Tensor, batch_size: int = 16, progress: Progress | None = None) -> np.ndarray:
+    """Grad-CAM of each image's predicted class for a preprocessed batch [N, C, S, S] -> float32 [N, S, S] in
+    [0, 1], in batches through the grad-cam library, prepared as :mod:`cxrviz.explain` prepares a model (no
+    in-place activations, frozen weights, backward stopped at the target layer)."""
+    from pytorch_grad_cam import GradCAM
+
+    from .explain import _leaf_output, _prepare
+    from .predict import model_lock
+
+    out = []
+    with model_lock(model):
+        _prepare(model)
+        layer = spec.target_module(model)
+        handle = layer.register_forward_hook(_leaf_output)  # before the library's hooks, so they see the leaf
+        cam = GradCAM(model=model, target_layers=[layer])
+        try:
+            with torch.enable_grad():
+                for i in range(0, len(x), batch_size):
+                    out.append(np.asarray(cam(input_tensor=x[i:i + batch_size], targets=None), dtype=np.float32))
+                    if progress:
+                        progress(min(i + batch_size, len(x)), len(x))
+        finally:
+            cam.activations_and_grads.release()
+            handle.remove()
+            model.zero_grad(set_to_none=True)
+    return np.nan_to_num(np.concatenate(out), nan=0.0) if out else np.zeros((0, *x.shape[-2:]), np.float32)
+
+
 def cam_energy(run: Run, model, pre, images: torch.Tensor, labels: np.ndarray, mask: np.ndarray,
-               progress: Progress | None = None, method: str = "GradCAM") -> dict:
+               progress: Progress | None = None) -> dict:
     """Mean share of Grad-CAM energy inside the lung template, per true class and overall."""
-    from .explain import compute_cam
     from .models import get_spec
 
-    spec = get_spec(run.arch)
+    cams = batch_cams(model, get_spec(run.arch), pre(images), progress=progress).astype(np.float64)
     m = mask.astype(np.float64)
+    if cams.shape[1:] != m.shape:
+        cams = np.asarray(torch.nn.functional.interpolate(torch.from_numpy(cams)[:, None], size=m.shape,
+                                                          mode="bilinear")[:, 0])
     shares: dict[str, list[float]] = {}
-    for i in range(len(images)):
-        cam = compute_cam(model, spec, pre(images[i:i + 1]), None, method).astype(np.float64)
-        if cam.shape != m.shape:
-            cam = np.asarray(torch.nn.functional.interpolate(torch.from_numpy(cam)[None, None], size=m.shape,
-                                                             mode="bilinear")[0, 0])
+    for cam, y in zip(cams, labels):
         tot = cam.sum()
         if tot > 0:
-            shares.setdefault(run.classes[int(labels[i])], []).append(float((cam * m).sum() / tot))
-        if progress:
-            progress(i + 1, len(images))
+            shares.setdefault(run.classes[int(y)], []).append(float((cam * m).sum() / tot))
     allv = [v for vs in shares.values() for v in vs]
     return {"per_class": {c: float(np.mean(v)) for c, v in shares.items()},
             "overall": float(np.mean(allv)) if allv else math.nan, "area_share": float(m.mean()),
-            "method": method, "n": len(allv)}
+            "method": "GradCAM", "n": len(allv)}
 
 
 def probe(run: Run, images: torch.Tensor, labels, *, model_loader=None, cam: bool = True,

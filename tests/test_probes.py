@@ -101,3 +101,17 @@ def test_black_strip_upload_is_unlike_the_training_images(tmp_path):
 
     like = make_split("test", 128, 2, seed=3)[0][0]
     assert assess(like, [run]) == []
+
+
+def test_batched_cams_equal_the_explain_pages_cams():
+    from cxrviz.explain import compute_cam
+    from cxrviz.models import get_spec
+    from cxrviz.probes import batch_cams
+    from cxrviz.train import Preprocess
+
+    torch.manual_seed(0)
+    spec = get_spec("resnet18")
+    model, pre = spec.build(num_classes=3, in_channels=1).eval(), Preprocess(0.5, 0.25, 1)
+    x = pre(torch.randint(0, 256, (5, 1, 48, 48), dtype=torch.uint8))
+    single = np.stack([compute_cam(model, spec, x[i:i + 1]) for i in range(5)])
+    assert np.abs(batch_cams(model, spec, x, batch_size=2) - single).max() < 1e-4
