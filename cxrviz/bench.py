@@ -283,7 +283,7 @@ def run_bench(quick: bool, data: str | None, device: str = "auto", out: str | No
     from .bench_external import bench_external
 
     log("e. external validation ...")
-    report["external"] = bench_external(data, *((["lenet5", "resnet18"], 64, 20) if quick else (deck, 128, 100)))
+    report["external"] = bench_external(data, *((["lenet5"], 48, 12) if quick else (deck, 128, 100)))
     report["total_s"] = time.perf_counter() - t0
     path = Path(out) if out else Path("bench-results") / f"bench{'-quick' if quick else ''}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
