@@ -7,6 +7,7 @@ pages = [
     st.Page("pages/overview.py", title="Overview", icon="🏠", default=True),
     st.Page("pages/train.py", title="Train", icon="🏋️"),
     st.Page("pages/leaderboard.py", title="Leaderboard", icon="🏆"),
+    st.Page("pages/external.py", title="External validation", icon="🌍"),
     st.Page("pages/seminar.py", title="Seminar view", icon="📽️"),
     st.Page("pages/compare.py", title="Compare", icon="🔍"),
     st.Page("pages/explain.py", title="Explain", icon="🔥"),

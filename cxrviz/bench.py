@@ -296,6 +296,10 @@ def run_bench(quick: bool, data: str | None, device: str = "auto", out: str | No
     report["app"] = bench_app(data, plan["app"][1], plan["app"][0], plan["app"][2])
     log("e. run-time estimate ...")
     report["estimate"] = bench_estimate(data, plan["estimate"], device, log=log)
+    from .bench_external import bench_external
+
+    log("f. external validation ...")
+    report["external"] = bench_external(data, *((["lenet5"], 48, 12) if quick else (deck, 128, 100)))
     report["total_s"] = time.perf_counter() - t0
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = Path(out) if out else Path("bench-results") / f"bench{'-quick' if quick else ''}-{stamp}.json"
@@ -347,7 +351,12 @@ def format_report(r: dict) -> str:
         lines.append(f"   {x['display']:<11}{x['size']:>5}{x['epochs']:>7}{x['estimate_s']:>12.1f}"
                      f"{x['measured_s']:>12.1f}{x['ratio']:>7.2f}")
     lines += ["   (ratio = measured / estimate; 1.00 is exact)",
-              "", f"total {r['total_s']:.0f} s; JSON: {r.get('json_path', '-')}"]
+              ""]
+    if "external" in r:
+        from .bench_external import format_lines
+
+        lines += format_lines(r["external"]) + [""]
+    lines += [f"total {r['total_s']:.0f} s; JSON: {r.get('json_path', '-')}"]
     return "\n".join(lines)
 
 

@@ -156,8 +156,18 @@ def cmd_evaluate(a) -> int:
     from .metrics import evaluate_predictions
     from .train import predict_probs
 
-    run = get_run(a.run)
-    data = a.data if a.data is not None else (run.meta["dataset"].get("spec") or run.meta["dataset"].get("root"))
+    if a.data is not None or a.all or len(a.runs) != 1:  # external validation (cli_external)
+        from .cli_external import cmd_evaluate_external
+
+        a.format = "table" if a.format in (None, "text") else a.format
+        if not a.runs and not a.all:
+            raise CLIError("name a run (or several, or --all, with --data FOLDER)")
+        if a.data is None:
+            raise CLIError("scoring several runs (or --all) needs --data FOLDER (an external folder)")
+        return cmd_evaluate_external(a)
+    a.format = a.format or "text"
+    run = get_run(a.runs[0])
+    data = run.meta["dataset"].get("spec") or run.meta["dataset"].get("root")
     src = open_dataset(data)
     if src.classes != run.classes:
         raise CLIError(f"dataset classes {src.classes} do not match the run's classes {run.classes}")
@@ -278,11 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="train the deck's four models and print the deck-style table")
     _add_train_args(p, False)
     p.set_defaults(func=cmd_reproduce)
-    p = sub.add_parser("evaluate", help="evaluate a stored run on a dataset's test split")
-    p.add_argument("run")
-    _add_data_args(p, "the dataset the run was trained on")
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    p = sub.add_parser("evaluate", help="evaluate a stored run on its test split, or runs on an external folder")
+    p.add_argument("runs", nargs="*", metavar="RUN")
+    p.add_argument("--data", default=None, help="external folder: class folders (or test/ with them); "
+                                                "default: the run's own test split")
+    p.add_argument("--format", choices=["text", "table", "json", "csv"], default=None)
     p.set_defaults(func=cmd_evaluate)
+    from .cli_external import add_parsers
+
+    add_parsers(sub, p)
     p = sub.add_parser("predict", help="predict one image (PNG, JPEG or DICOM) with stored runs")
     p.add_argument("image")
     p.add_argument("--runs", nargs="+", default=None, help="run ids (default: the best run of each architecture)")

@@ -289,3 +289,57 @@ def load_model(run: Run, device: str | torch.device = "cpu"):
     model.eval().to(device)
     n = run.meta.get("norm", {})
     return model, Preprocess(n.get("mean", 0.5), n.get("std", 0.25), n.get("in_channels", c.get("in_channels", 1)))
+
+
+# ------------------------------------------------------------------ records stored with a run
+RECORDS_DIR = "external"  # checkpoints/<run>/external/<key>.json: external scores, probes, training stats
+
+
+def _record_key(key: str) -> str:
+    if not key or not all(ch.isalnum() or ch in "-_." for ch in key) or key.startswith("."):
+        raise RunError(f"record key {key!r}: only letters, digits, '-', '_' and '.'")
+    return key
+
+
+def write_record(run: Run, key: str, obj: dict) -> Path:
+    """Store one record (an external dataset's scores, probe results, ...) inside the run folder, atomically:
+    written to a temp file in the same folder, then renamed over ``external/<key>.json``."""
+    d = run.path / RECORDS_DIR
+    d.mkdir(exist_ok=True)
+    final = d / f"{_record_key(key)}.json"
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=d)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(obj, default=_json_default, allow_nan=True))
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return final
+
+
+def read_record(run: Run, key: str) -> dict | None:
+    """One stored record, or None when absent or unreadable (a record is a cache of a measurement)."""
+    f = run.path / RECORDS_DIR / f"{_record_key(key)}.json"
+    try:
+        return json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def list_records(run: Run, kind: str | None = None) -> list[dict]:
+    """Every readable record of a run (optionally only those whose ``kind`` matches), oldest first."""
+    d = run.path / RECORDS_DIR
+    if not d.is_dir():
+        return []
+    out = []
+    for f in sorted(d.glob("*.json"), key=lambda p: p.stat().st_mtime):
+        if f.name.startswith("."):
+            continue
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rec, dict) and (kind is None or rec.get("kind") == kind):
+            out.append(rec)
+    return out

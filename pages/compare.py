@@ -3,6 +3,7 @@
 import streamlit as st
 
 from cxrviz.plots.predict import probability_bars
+from cxrviz.ood import assess, warning_text
 from cxrviz.predict import agreement, best_runs, predict_runs, view_image
 from pages.common import dataset_badge, model_cache, release_deleted, stored_runs, upload_or_test_image
 
@@ -83,7 +84,13 @@ with right:
         preds, failures = cached_predictions(key, img, selected)
     if preds:
         verdict = agreement(preds)
-        st.subheader(verdict[0].upper() + verdict[1:])
+        with st.spinner("Checking the image against the training images..."):
+            unlike = assess(img, [by_id[p.run_id] for p in preds], preds)
+        if unlike:  # no confident-looking verdict on an image unlike the training images
+            st.warning("⚠️ " + warning_text(unlike))
+            st.caption(f"For what it is worth: {verdict}.")
+        else:
+            st.subheader(verdict[0].upper() + verdict[1:])
         if img.true_class:
             right_n = sum(p.predicted == img.true_class for p in preds)
             st.caption(f"True class: **{img.true_class}** — {right_n} of {len(preds)} correct.")

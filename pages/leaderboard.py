@@ -1,6 +1,7 @@
 """Leaderboard: every stored run (or seed group) with uncertainty, charts, paired tests, exports, deletion."""
 from functools import partial
 
+import pandas as pd
 import streamlit as st
 
 from cxrviz.errors import CxrvizError
@@ -21,6 +22,7 @@ from cxrviz.report import (
     select_runs,
     significance,
 )
+from cxrviz.external_records import latest_records, side_by_side
 from cxrviz.runs import RunError
 from pages.common import dataset_badge, dataset_picker, remove_run, stored_runs
 
@@ -95,6 +97,13 @@ styler = table.style.highlight_max(subset=hi, props=style).highlight_min(subset=
 st.dataframe(styler, column_config=cfg, hide_index=True, key="lb_table")
 st.caption(f"{len(df)} run(s) on **{dataset}**" + (f", {n_stopped} stopped early (marked)" if n_stopped else "")
            + ". Best values highlighted. Click a column header to sort.")
+
+ext_rows = side_by_side(latest_records(sel_runs))
+if ext_rows:  # internal vs external accuracy, from the External validation page / `evaluate --data`
+    st.markdown("**Internal vs external** (each run's latest external folder)")
+    st.dataframe(pd.DataFrame(ext_rows), hide_index=True, key="lb_external",
+                 column_config={c: st.column_config.NumberColumn(c, format="%.1f %%")
+                                for c in ("internal acc", "external acc", "drop (points)", "external majority")})
 
 # ---------------------------------------------------------------- exports
 exp = display_groups(sel_runs) if groups else display_table(sel_runs)

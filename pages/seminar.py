@@ -16,6 +16,7 @@ from cxrviz.report import (
     seminar_frame,
     seminar_table,
 )
+from cxrviz.external_records import latest_records
 from pages.common import dataset_badge, dataset_picker, stored_runs
 
 dataset_badge()
@@ -56,6 +57,13 @@ st.caption(f"cxrviz: mean ± sd over seeds of each architecture's most-seeded se
 
 # ---------------------------------------------------------------- the chart
 st.plotly_chart(leaderboard.acc_per_arch(df, deck=True, big=True), key="sem_fig", theme=None)
+
+ext_recs = latest_records(sel)
+if ext_recs:  # how much of the ranking survives outside the training sources
+    from cxrviz.plots.external import internal_vs_external
+
+    st.markdown("### Does it generalise? Internal (test split) vs external")
+    st.plotly_chart(internal_vs_external(ext_recs, big=True), key="sem_ext_fig", theme=None)
 
 # ---------------------------------------------------------------- caveats
 n_test = int(df["n_test"].max()) if df["n_test"].notna().any() else None

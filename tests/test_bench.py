@@ -24,8 +24,11 @@ def test_bench_quick_report_is_well_formed(real_data, tmp_path):
     assert e["wall_s"] >= e["train_s"] > 0 and 0 <= e["test_acc"] <= 1
     p = saved["app"]
     assert p["predict_all_s"] > 0 and p["gradcam_all_s"] > 0 and p["registry_lag_s"] >= 0
+    x = saved["external"]
+    assert x["n_external"] == 12 and x["n_test"] == 66 and x["score_s"] > 0 and x["probe_s"] > 0
     text = format_report(r)
-    for heading in ("a. input pipeline", "b. trainer overhead", "c. end to end", "d. app latencies"):
+    for heading in ("a. input pipeline", "b. trainer overhead", "c. end to end", "d. app latencies",
+                    "e. external validation"):
         assert heading in text
 
 
