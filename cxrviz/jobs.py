@@ -22,7 +22,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .models import get_spec
-from .placement import detect_devices, job_work, least_loaded, normalise_device, parse_jobs_per_device
+from .placement import (
+    detect_devices,
+    job_work,
+    least_loaded,
+    normalise_device,
+    parse_jobs_per_device,
+)
 from .train import ConfigError, Progress, StopTraining, TrainConfig, select_device
 
 log = logging.getLogger(__name__)
