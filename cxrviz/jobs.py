@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -184,11 +185,29 @@ class JobRegistry:
         self._gates: dict[str, threading.Lock] = {}  # device -> one job at a time builds its model and data
         self._jobs: dict[str, Job] = {}
         self._queues: dict[str, queue.Queue] = {}
-        self._workers: dict[str, threading.Thread] = {}
+        self._workers: dict[str, list[threading.Thread]] = {}
         self._requests: dict[str, None] = {}  # insertion-ordered, bounded
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self.on_run_saved = None  # optional hook (run_id) -> None, e.g. to clear a cached run list
+
+    @classmethod
+    def from_environment(cls, root: str | Path | None = None, trainer=None) -> "JobRegistry":
+        """The app's registry: ``CXRVIZ_RAY_ADDRESS`` (host:port, ``auto``, or ``local`` for a local Ray cluster)
+        adds cluster jobs, connected on first use; ``CXRVIZ_JOBS_PER_DEVICE`` (N or auto, default 1)."""
+        per_device = os.environ.get("CXRVIZ_JOBS_PER_DEVICE", "1")
+        try:
+            parse_jobs_per_device(per_device)
+        except ConfigError as e:
+            log.warning("CXRVIZ_JOBS_PER_DEVICE ignored: %s", e)
+            per_device = 1
+        address = os.environ.get("CXRVIZ_RAY_ADDRESS", "").strip()
+        cluster = None
+        if address:
+            from .cluster import RayTrainer
+
+            cluster = RayTrainer(None if address == "local" else address)
+        return cls(root=root, trainer=trainer, jobs_per_device=per_device, cluster=cluster)
 
     # ------------------------------------------------------------------ submit
     def submit(self, configs: list[TrainConfig], request_id: str | None = None) -> list[str]:
@@ -256,13 +275,13 @@ class JobRegistry:
             self._slots[key] = self._slot_count(key, first)
             if self._slots[key] > 1 and key != CLUSTER:
                 self._gates[key] = threading.Lock()
-        workers = [w for w in self._workers.get(key, []) if w.is_alive()]
-        while len(workers) < self._slots[key]:
-            w = threading.Thread(target=self._work, args=(key, q), name=f"cxrviz-worker-{key}-{len(workers)}",
-                                 daemon=True)
+        workers = self._workers.setdefault(key, [])
+        workers[:] = [w for w in workers if w.is_alive()]
+        while len(workers) < self._slots[key]:  # worker i runs while i < the device's slots
+            w = threading.Thread(target=self._work, args=(key, q, len(workers)),
+                                 name=f"cxrviz-worker-{key}-{len(workers)}", daemon=True)
             workers.append(w)
             w.start()
-        self._workers[key] = workers
         return q
 
     def _slot_count(self, key: str, first: TrainConfig) -> int:
@@ -281,15 +300,16 @@ class JobRegistry:
             return 1
 
     def set_jobs_per_device(self, value: int | str) -> None:
-        """Change how many jobs a device runs at once; applies to devices whose workers have not started yet
-        and adds workers to started ones (a device never drops below the workers it has)."""
+        """Change how many jobs each device runs at once. A number applies at once (more: workers start; fewer:
+        running jobs finish, the surplus workers then leave); ``auto`` applies to devices not used yet."""
         n = parse_jobs_per_device(value)
         with self._lock:
             self.jobs_per_device = n
             for key in list(self._slots):
-                if key != CLUSTER and n != "auto" and n > self._slots[key]:
+                if key != CLUSTER and n != "auto":
                     self._slots[key] = n
-                    self._gates.setdefault(key, threading.Lock())
+                    if n > 1:
+                        self._gates.setdefault(key, threading.Lock())
                     self._queue(key, None)
 
     def device_queues(self) -> list[dict]:
@@ -308,10 +328,18 @@ class JobRegistry:
         return rows
 
     # ------------------------------------------------------------------ worker
-    def _work(self, key: str, q: queue.Queue) -> None:
+    def _work(self, key: str, q: queue.Queue, index: int = 0) -> None:
         while True:
             jid = q.get()
             with self._lock:
+                if index >= self._slots.get(key, 1):  # the device now runs fewer jobs at a time: hand back, leave
+                    with q.mutex:
+                        q.queue.appendleft(jid)
+                        q.unfinished_tasks += 1
+                        q.not_empty.notify()
+                    me = threading.current_thread()
+                    self._workers[key] = [w for w in self._workers.get(key, []) if w is not me]
+                    return
                 job = self._jobs.get(jid)
             if job is None or not self._claim(job):
                 continue  # cancelled or cleared while it waited

@@ -81,7 +81,7 @@ def test_pinning_a_missing_device_is_one_clear_line(tmp_path):
     assert parse_jobs_per_device("auto") == "auto" and parse_jobs_per_device("3") == 3
 
 
-def _overlap_registry(tmp_path, jobs_per_device):
+def _overlap_registry(tmp_path, jobs_per_device, then=None):
     """Two 2-epoch jobs on one device; the first waits at its first epoch's end until the second has finished
     an epoch too (30 s at most). With two jobs per device they overlap; with one the second cannot start."""
     second_epoch = threading.Event()
@@ -96,6 +96,10 @@ def _overlap_registry(tmp_path, jobs_per_device):
 
     reg = JobRegistry(root=tmp_path / "runs", trainer=CpuTrainer(on_progress), devices=["cuda:0"],
                       jobs_per_device=jobs_per_device)
+    if then is not None:  # the device's workers start with a first job; then the setting changes
+        reg.submit([tiny(9)])
+        assert reg.wait(240)
+        reg.set_jobs_per_device(then)
     ids = reg.submit([tiny(0, epochs=2), tiny(1, epochs=2)])
     assert reg.wait(240)
     return reg, ids, waited
@@ -116,6 +120,14 @@ def test_one_job_per_device_runs_them_one_after_another(tmp_path):
     a, b = (reg.get(i) for i in ids)
     assert waited == {"second ran meanwhile": False}
     assert b.started >= a.finished
+
+
+def test_jobs_per_device_can_be_lowered_and_raised_while_the_app_runs(tmp_path):
+    reg, ids, waited = _overlap_registry(tmp_path, 2, then=1)
+    assert waited == {"second ran meanwhile": False}
+    assert reg.get(ids[1]).started >= reg.get(ids[0]).finished
+    reg, ids, waited = _overlap_registry(tmp_path / "up", 1, then=2)
+    assert waited == {"second ran meanwhile": True}
 
 
 def test_cli_runs_several_jobs_per_device(tmp_path, monkeypatch, capsys):
