@@ -403,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="dataset folder (default: ../shared/data/Covid19-dataset if present)")
     p.add_argument("--out", default=None, help="where to write the JSON report")
     p.add_argument("--device", default="auto")
+    p.add_argument("--ray", action="store_true", help="only Ray's overhead per run: a 6-run synthetic sweep on a "
+                                                      "local 2-CPU Ray cluster vs the same runs here")
     p.set_defaults(func=cmd_bench)
     return ap
 
