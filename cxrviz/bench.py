@@ -361,6 +361,10 @@ def format_report(r: dict) -> str:
 
 
 def main(args) -> int:
+    if getattr(args, "ray", False):
+        from .bench_scaleout import main as bench_ray_main
+
+        return bench_ray_main(args)
     r = run_bench(args.quick, args.data, args.device, args.out, log=lambda s: print(s, flush=True))
     print()
     print(format_report(r))

@@ -114,11 +114,117 @@ def _summary(run) -> str:
 
 
 def cmd_train(a) -> int:
+    from .placement import detect_devices, parse_jobs_per_device
+
     configs = _configs(a, a.arch)
+    per_device = parse_jobs_per_device(a.jobs_per_device)
+    several = len(configs) > 1 and (per_device != 1 or (a.device == "auto" and len(detect_devices()) > 1))
+    if several:  # every device of the machine, several jobs per device: the app's job registry
+        from .jobs import JobRegistry
+
+        return follow_jobs(JobRegistry(jobs_per_device=per_device), configs, quiet=a.quiet)
     for c in configs:
         run = train_one(c, quiet=a.quiet)
         print(_summary(run), flush=True)
     return 0
+
+
+def follow_jobs(reg, configs, *, quiet: bool = False, poll: float = 0.5) -> int:
+    """Submit ``configs`` to a JobRegistry (local devices or a Ray cluster), show one progress bar per job
+    and a line per finished job; 0 when all are stored, 1 if any failed. Ctrl-C stops them all (nothing kept)."""
+    import logging
+    import time
+
+    logging.getLogger("cxrviz.jobs").addHandler(logging.NullHandler())  # failures are printed below, one line each
+    ids = reg.submit(configs)
+    for jid in ids:
+        s = reg.get(jid)
+        print(f"{s.label} -> {s.device}", flush=True)
+    bars: dict[str, tqdm] = {}
+    reported: set[str] = set()
+    failed = 0
+    try:
+        while len(reported) < len(ids):
+            for pos, jid in enumerate(ids):
+                s = reg.get(jid)
+                if not quiet and s.status == "running" and jid not in bars:
+                    bars[jid] = tqdm(total=1000, desc=f"{s.label} [{s.device}]", position=pos, leave=False,
+                                     bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}")
+                if jid in bars:
+                    bars[jid].n = int(1000 * min(1.0, s.fraction))
+                    bars[jid].set_postfix_str(s.message, refresh=True)
+                if not s.active and jid not in reported:
+                    reported.add(jid)
+                    if jid in bars:
+                        bars.pop(jid).close()
+                    if s.status == "failed":
+                        failed += 1
+                        print(f"error: {s.label} on {s.device}: {s.error}", file=sys.stderr, flush=True)
+                    elif s.run_id:
+                        print(_summary(get_run(s.run_id)) + f" on {s.device}", flush=True)
+                    else:
+                        print(f"{s.label} on {s.device}: {s.message}", flush=True)
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        reg.stop_all(keep=False)
+        reg.wait(30)
+        raise
+    finally:
+        for b in bars.values():
+            b.close()
+    return 1 if failed else 0
+
+
+def parse_recipe(text: str) -> dict:
+    """``lr=1e-3,optimizer=adamw`` -> overrides of TrainConfig fields (``recipe``: none, the architecture's own)."""
+    from dataclasses import fields
+
+    from .train import ConfigError, TrainConfig
+
+    if text.strip() in ("", "recipe"):
+        return {}
+    names = {f.name for f in fields(TrainConfig)} - {"arch", "data", "seed", "device"}
+    out: dict = {}
+    for part in text.split(","):
+        k, sep, v = part.partition("=")
+        k, v = k.strip().replace("-", "_"), v.strip()
+        if not sep or k not in names:
+            raise ConfigError(f"--recipe {text!r}: expected KEY=VALUE pairs with KEY one of {', '.join(sorted(names))}")
+        for conv in (int, float):
+            try:
+                out[k] = conv(v)
+                break
+            except ValueError:
+                continue
+        else:
+            out[k] = {"true": True, "false": False}.get(v.lower(), v)
+    return out
+
+
+def cmd_sweep(a) -> int:
+    from dataclasses import replace
+
+    from .jobs import CLUSTER, JobRegistry
+    from .placement import parse_jobs_per_device
+
+    base = _configs(a, a.arch)
+    variants = [parse_recipe(r) for r in (a.recipe or ["recipe"])]
+    configs = [replace(c, **v).resolved() for v in variants for c in base]
+    if a.ray is None:  # this machine's devices
+        return follow_jobs(JobRegistry(jobs_per_device=parse_jobs_per_device(a.jobs_per_device)), configs,
+                           quiet=a.quiet)
+    from .cluster import connected, shutdown, sweep_registry
+
+    address = None if a.ray == "local" else a.ray
+    ours = not connected()  # a connection this process already had (a notebook, a test) stays open
+    reg = sweep_registry(address, cpus_per_run=a.cpus_per_run)
+    print(f"Ray: {reg.cluster.where}; {len(configs)} run(s); runs are stored in this machine's checkpoints/",
+          flush=True)
+    try:
+        return follow_jobs(reg, [replace(c, device=CLUSTER) for c in configs], quiet=a.quiet)
+    finally:
+        if ours:
+            shutdown()
 
 
 def cmd_reproduce(a) -> int:
@@ -265,9 +371,12 @@ def _add_train_args(p: argparse.ArgumentParser, with_arch: bool) -> None:
     p.add_argument("--img-size", type=_pos_int, default=None, help="input size in px (default: recipe, 128)")
     p.add_argument("--epochs", type=_pos_int, default=None, help="default: recipe (20)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--device", default="auto", help="auto (every GPU: each job on the least loaded) | cpu | cuda | "
+                                                     "cuda:N | mps")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if with_arch:
+        p.add_argument("--jobs-per-device", default="1", metavar="N|auto",
+                       help="jobs one device runs at a time (auto: from free GPU memory and a probe step; 1 on CPU)")
         p.add_argument("--batch-size", type=_pos_int, default=None)
         p.add_argument("--lr", type=float, default=None)
         p.add_argument("--optimizer", choices=["adamw", "sgd", "adam"], default=None)
@@ -285,6 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one or more architectures x seeds; each is stored as a run")
     _add_train_args(p, True)
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("sweep", help="architectures x recipes x seeds, on this machine's devices or a Ray cluster")
+    _add_train_args(p, True)
+    p.add_argument("--recipe", action="append", default=None, metavar="K=V[,K=V]",
+                   help="a recipe variant (repeatable), e.g. lr=1e-3,optimizer=adamw; default: each model's recipe")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run every run as a Ray task: on the cluster at ADDRESS (host:port, or auto), or without "
+                        "ADDRESS on a local Ray cluster started for this sweep")
+    p.add_argument("--cpus-per-run", type=_pos_int, default=1, help="CPUs a run asks for on a cluster without GPUs")
+    p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("reproduce", help="train the deck's four models and print the deck-style table")
     _add_train_args(p, False)
     p.set_defaults(func=cmd_reproduce)
@@ -312,6 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="dataset folder (default: ../shared/data/Covid19-dataset if present)")
     p.add_argument("--out", default=None, help="where to write the JSON report")
     p.add_argument("--device", default="auto")
+    p.add_argument("--ray", action="store_true", help="only Ray's overhead per run: a 6-run synthetic sweep on a "
+                                                      "local 2-CPU Ray cluster vs the same runs here")
     p.set_defaults(func=cmd_bench)
     return ap
 

@@ -38,8 +38,9 @@ DATA_KEY = "data_path"  # session_state: the dataset folder chosen on Overview (
 
 @st.cache_resource
 def job_registry() -> JobRegistry:
-    """One registry per server process: every session, tab and page sees the same jobs."""
-    return JobRegistry()
+    """One registry per server process: every session, tab and page sees the same jobs (with cluster jobs when
+    CXRVIZ_RAY_ADDRESS is set)."""
+    return JobRegistry.from_environment()
 
 
 @st.cache_resource

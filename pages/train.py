@@ -9,16 +9,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import replace
 
 import pandas as pd
 import streamlit as st
-import torch
 
 from cxrviz.data.augment import AUGMENT_LEVELS
 from cxrviz.errors import CxrvizError
 from cxrviz.estimate import cancel_probes, estimate_job, long_run_warning, probes_pending, split_sizes
 from cxrviz.format import format_duration, format_gflops, format_params
-from cxrviz.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, STOPPED
+from cxrviz.jobs import CANCELLED, CLUSTER, DONE, FAILED, QUEUED, RUNNING, STOPPED
 from cxrviz.launch import QUICK_DEMO, parse_seeds, quick_demo_config
 from cxrviz.models import FAMILIES, get_spec, model_table
 from cxrviz.plots import training
@@ -63,6 +63,41 @@ def _submit(configs: list[TrainConfig], what: str) -> None:
     # existed; the toast is shown by the redraw
     st.session_state["train_flash"] = f"Queued {len(ids)} {what} job(s)."
     st.rerun()
+
+
+def _device_choice(col) -> str:
+    """The device picker (every device of the machine; auto = the least loaded) and, with CXRVIZ_RAY_ADDRESS
+    set, "run on the cluster"."""
+    devices = list(dict.fromkeys(["auto", *reg.devices, "cpu"]))
+    device = col.selectbox("Device", devices, key="t_device",
+                           help="auto: each job goes to the device with the least queued work. Each device runs "
+                                "its own queue; see Devices below for how many jobs it runs at a time.")
+    if reg.cluster is not None and col.toggle("Run on the cluster", key="t_cluster",
+                                              help=f"Each job runs as a Ray task on {reg.cluster.where}; its run "
+                                                   "is stored here like any other."):
+        return CLUSTER
+    return device
+
+
+def _estimated(cfg: TrainConfig) -> TrainConfig:
+    """What the estimate times: a cluster job as if it ran here (the cluster's nodes are not probed)."""
+    return replace(cfg, device="auto") if cfg.device == CLUSTER else cfg
+
+
+def _device_panel() -> None:
+    """Per-device queues (running, queued, queued work) and how many jobs a device runs at a time."""
+    rows = reg.device_queues()
+    with st.expander(f"Devices: {', '.join(r['device'] for r in rows)}", expanded=reg.busy() and len(rows) > 1):
+        choices = [1, 2, 3, 4, 6, 8, "auto"]
+        now = reg.jobs_per_device if reg.jobs_per_device in choices else 1
+        st.selectbox("Jobs at a time per device", choices, index=choices.index(now), key="t_jobs_per_device",
+                     on_change=lambda: reg.set_jobs_per_device(st.session_state["t_jobs_per_device"]),
+                     help="More than one lets small models share a large GPU. auto: from the GPU's free memory and "
+                          "a measured training step of the first job (1 on the CPU). Runs sharing a device are "
+                          "not bit-reproducible (dropout draws from one shared generator).")
+        st.dataframe(pd.DataFrame([{**r, "work": f"{r['work']:.1f}"} for r in rows]), hide_index=True,
+                     column_config={"work": st.column_config.TextColumn(
+                         "queued work", help="epochs × forward GFLOPs per image, still to do")})
 
 
 # ------------------------------------------------------------------------------------------ quick demo
@@ -126,9 +161,7 @@ if src is not None:
                                   "jitter; light: milder; none: the images as they are. No horizontal flip (the "
                                   "heart is on the left).")
     seeds_text = g.text_input("Seeds", value="0", key="t_seeds", help="One or several: 0  ·  0, 1, 2  ·  0-4")
-    devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    device = h.selectbox("Device", devices, key="t_device", help="One worker per device; jobs on a device run "
-                                                                 "one after another.")
+    device = _device_choice(h)
 
     problems: list[str] = []
     seeds: list[int] = []
@@ -159,14 +192,14 @@ if src is not None:
         # timing a model takes a few seconds: it runs in the background (never while training runs, which
         # it would slow) and this panel refreshes itself until every figure is measured
         probe_mode = "off" if reg.busy() else "background"
-        first = [estimate_job(cfg, n_train, n_test, probe=probe_mode) for cfg in resolved]
+        first = [estimate_job(_estimated(cfg), n_train, n_test, probe=probe_mode) for cfg in resolved]
         # no refresh timer while jobs run: the timing is cancelled at launch and only resumes once the device
         # is idle (the live view is then the page's only self-refreshing part)
         pending = probes_pending() and not all(e.measured for e in first) and not reg.busy()
 
         @st.fragment(run_every=0.5 if pending else None)
         def estimate_panel() -> None:
-            ests = [estimate_job(cfg, n_train, n_test, probe="off") for cfg in resolved]
+            ests = [estimate_job(_estimated(cfg), n_train, n_test, probe="off") for cfg in resolved]
             still = probes_pending() and not all(e.measured for e in ests)
             if pending and not still and not reg.busy():
                 st.rerun()  # all measured: redraw once without the refresh timer
@@ -252,7 +285,7 @@ def _card(s, ahead: int = 0) -> None:
         head.markdown(f"{STATUS_ICON.get(s.status, '')} **{s.label}** · `{s.status}`"
                       + (f" · {s.message}" if s.active else ""))
         head.caption(f"{cfg['optimizer']} lr {cfg['lr']:g} · batch {cfg['batch_size']} · augment {cfg['augment']} · "
-                     f"{cfg.get('data') or 'synthetic data'} · {cfg['device']} · id {s.id}")
+                     f"{cfg.get('data') or 'synthetic data'} · on **{s.device or cfg['device']}** · id {s.id}")
         if s.status == RUNNING:
             eta = f" · ETA {format_duration(s.eta)}" if s.eta is not None and s.fraction > 0 else ""
             st.progress(min(1.0, max(0.0, s.fraction)),
@@ -299,6 +332,7 @@ def live_view() -> None:
                                               title="Overlay"), key="overlay_chart", config={"displayModeBar": False})
     elif len(chosen) == 1:
         st.caption("Choose at least two jobs to overlay.")
+    _device_panel()
     for i, s in enumerate(active[:MAX_ACTIVE_CARDS]):
         _card(s, ahead=i)
     rest = active[MAX_ACTIVE_CARDS:]
