@@ -25,7 +25,11 @@ def test_bench_quick_report_is_well_formed(real_data, tmp_path):
     p = saved["app"]
     assert p["predict_all_s"] > 0 and p["gradcam_all_s"] > 0 and p["registry_lag_s"] >= 0
     text = format_report(r)
-    for heading in ("a. input pipeline", "b. trainer overhead", "c. end to end", "d. app latencies"):
+    est = saved["estimate"]
+    assert [x["arch"] for x in est] == ["lenet5", "resnet18"]
+    assert all(x["estimate_s"] > 0 and x["measured_s"] > 0 and x["ratio"] > 0 for x in est)
+    for heading in ("a. input pipeline", "b. trainer overhead", "c. end to end", "d. app latencies",
+                    "e. run-time estimate"):
         assert heading in text
 
 
