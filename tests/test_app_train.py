@@ -4,9 +4,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import tiny_train_settings
 from streamlit.testing.v1 import AppTest
 
+from conftest import tiny_train_settings
 from cxrviz.jobs import CANCELLED, DONE, QUEUED, RUNNING, STOPPED
 from cxrviz.models import REGISTRY
 
