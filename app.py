@@ -1,5 +1,8 @@
-"""cxrviz: `streamlit run app.py`. This file only routes; the pages live in pages/."""
+"""cxrviz: `streamlit run app.py`. This file routes and draws the frame every page shares (the sidebar's
+dataset badge); the pages live in pages/."""
 import streamlit as st
+
+from pages.common import dataset_badge
 
 st.set_page_config(page_title="cxrviz: CNNs on chest X-rays", page_icon="🩻", layout="wide")
 
@@ -12,4 +15,6 @@ pages = [
     st.Page("pages/compare.py", title="Compare", icon="🔍"),
     st.Page("pages/explain.py", title="Explain", icon="🔥"),
 ]
-st.navigation(pages).run()
+page = st.navigation(pages)
+dataset_badge()
+page.run()

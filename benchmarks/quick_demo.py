@@ -29,8 +29,8 @@ def main() -> None:
         os.environ.setdefault("CXRVIZ_CACHE", str(Path(tmp) / "cache"))
         import torch
 
-        from cxrviz.launch import QUICK_DEMO, quick_demo_config
         from cxrviz.jobs import JobRegistry
+        from cxrviz.launch import QUICK_DEMO, quick_demo_config
 
         if args.threads:
             torch.set_num_threads(args.threads)

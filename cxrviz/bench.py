@@ -255,20 +255,13 @@ def _registry_lag() -> float:
     return statistics.median(seen.values()) if seen else float("nan")
 
 
-# ---------------------------------------------------------------- e. run-time estimate
-def bench_estimate(data: str | None, plan: list[tuple[str, int, int]], device: str, log=print) -> list[dict]:
-    """Estimate vs measured seconds of short real trainings ((arch, px, epochs) each, recipe otherwise)."""
+# ---------------------------------------------------------------- driver
+def run_bench(quick: bool, data: str | None, device: str = "auto", out: str | None = None,
+              log=print) -> dict:
     from cxrviz.data import open_dataset
     from cxrviz.estimate import measure_estimate_error
     from cxrviz.train import TrainConfig
 
-    configs = [TrainConfig(arch=a, data=data, img_size=s, epochs=e, device=device) for a, s, e in plan]
-    return measure_estimate_error(configs, open_dataset(data), log=log)
-
-
-# ---------------------------------------------------------------- driver
-def run_bench(quick: bool, data: str | None, device: str = "auto", out: str | None = None,
-              log=print) -> dict:
     if data is None and DEFAULT_DATA.is_dir():
         data = str(DEFAULT_DATA)
     report: dict = {"quick": quick, "machine": _machine(), "data": data or "synthetic",
@@ -295,7 +288,9 @@ def run_bench(quick: bool, data: str | None, device: str = "auto", out: str | No
     log("d. app latencies ...")
     report["app"] = bench_app(data, plan["app"][1], plan["app"][0], plan["app"][2])
     log("e. run-time estimate ...")
-    report["estimate"] = bench_estimate(data, plan["estimate"], device, log=log)
+    report["estimate"] = measure_estimate_error(  # the Train page's estimate vs short real trainings
+        [TrainConfig(arch=a, data=data, img_size=s, epochs=e, device=device) for a, s, e in plan["estimate"]],
+        open_dataset(data), log=log)
     from .bench_external import bench_external
 
     log("f. external validation ...")

@@ -83,7 +83,7 @@ def bench_external(data: str | None, archs: list[str], size: int, n_external: in
 
 
 def format_lines(e: dict) -> list[str]:
-    return [f"e. external validation ({', '.join(e['archs'])} at {e['size']} px; {e['n_external']} external images: "
+    return [f"f. external validation ({', '.join(e['archs'])} at {e['size']} px; {e['n_external']} external images: "
             f"{e['external']}):",
             f"   first decode of the external folder       {e['first_decode_s']:.2f} s",
             f"   scoring all runs (after the first decode)  {e['score_s']:.2f} s (goal <= {e['goal_score_s']:.0f} s)",

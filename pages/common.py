@@ -182,6 +182,54 @@ def upload_or_test_image(prefix: str, upload: bool):
     return img, f"test:{src.root}:{i}", err
 
 
+IMAGE_SOURCES = ["Upload a radiograph", "Pick from the test split"]
+HANDED_OVER = "From Compare"
+GRID_COLS = 4
+
+
+def choose_image(prefix: str, handoff: dict | None = None):
+    """The image radio of Compare and Explain: an image handed over by another page (``handoff``: image, key),
+    an upload or a test-split pick -> (ImageInput | None, cache key | None, one-line error | None)."""
+    options = ([HANDED_OVER] if handoff else []) + IMAGE_SOURCES
+    how = st.radio("Image", options, horizontal=True, key=f"{prefix}_how", label_visibility="collapsed")
+    if how == HANDED_OVER:
+        return handoff["image"], handoff["key"], None
+    return upload_or_test_image(prefix, how == IMAGE_SOURCES[0])
+
+
+def run_labels(runs: list[Run]):
+    """(runs by id, a format_func for run pickers): "ResNet-18 s0 — 90.9 %", with the id's tail where two runs
+    share a label."""
+    labels = [r.label for r in runs]
+    by_id = {r.id: r for r in runs}
+
+    def fmt(rid: str) -> str:
+        r = by_id[rid]
+        acc = f"{100 * r.accuracy:.1f} %" if r.evaluation else r.status
+        return f"{r.label} — {acc}" + (f" · {rid[-4:]}" if labels.count(r.label) > 1 else "")
+
+    return by_id, fmt
+
+
+def session_cached(store_key: str, key, compute, limit: int):
+    """``compute()`` once per ``key``, kept in this session under ``store_key``; the store is emptied when it
+    holds more than ``limit`` entries (results can be large: images, CAMs)."""
+    store = st.session_state.setdefault(store_key, {})
+    if key not in store:
+        if len(store) > limit:
+            store.clear()
+        store[key] = compute()
+    return store[key]
+
+
+def grid(items: list, draw, cols: int = GRID_COLS) -> None:
+    """``draw(item)`` for every item, in rows of ``cols`` columns."""
+    for start in range(0, len(items), cols):
+        for col, item in zip(st.columns(cols), items[start:start + cols]):
+            with col:
+                draw(item)
+
+
 def dataset_picker(where, df_all, key: str, help: str | None = None) -> str:
     """Choose which dataset's runs to show (runs on different datasets are never ranked together); ``where``
     is st, st.sidebar or a column. Defaults to the dataset with the most runs."""

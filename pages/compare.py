@@ -5,44 +5,35 @@ import streamlit as st
 from cxrviz.plots.predict import probability_bars
 from cxrviz.ood import assess, warning_text
 from cxrviz.predict import agreement, best_runs, predict_runs, view_image
-from pages.common import dataset_badge, model_cache, release_deleted, stored_runs, upload_or_test_image
+from pages.common import choose_image, grid, model_cache, release_deleted, run_labels, session_cached, stored_runs
 
 HANDOFF = "explain_input"  # session_state: the image and runs handed to the Explain page
-COLS = 4
 
 
-def run_options(runs):
-    labels = [r.label for r in runs]
-
-    def fmt(rid):
-        r = by_id[rid]
-        acc = f"{100 * r.accuracy:.1f} %" if r.evaluation else r.status
-        dup = f" · {rid[-4:]}" if labels.count(r.label) > 1 else ""
-        return f"{r.label} — {acc}{dup}"
-
-    by_id = {r.id: r for r in runs}
-    return by_id, fmt
+def predictions(key: str, img, runs):
+    """(predictions, failures) of the runs on the image, kept in the session."""
+    return session_cached("_compare_preds", (key, tuple(r.id for r in runs)),
+                          lambda: predict_runs(img, runs, model_cache().get), limit=32)
 
 
-def choose_image(prefix: str):
-    """Upload or test-split pick; returns (ImageInput | None, source description, error | None)."""
-    how = st.radio("Image", ["Upload a radiograph", "Pick from the test split"], horizontal=True,
-                   key=f"{prefix}_how", label_visibility="collapsed")
-    return upload_or_test_image(prefix, how.startswith("Upload"))
+def prediction_card(p, true_class: str | None, img_size: int) -> None:
+    """One run's prediction: the class (marked right or wrong when the truth is known), confidence, bars."""
+    mark = "" if not true_class else (" ✅" if p.predicted == true_class else " ❌")
+    st.markdown(f"**{p.label}**")
+    st.metric("Prediction", f"{p.predicted}{mark}", f"{100 * p.confidence:.1f} % confidence", delta_color="off")
+    st.plotly_chart(probability_bars(p), key=f"cmp_chart_{p.run_id}", config={"displayModeBar": False})
+    st.caption(f"{p.latency_ms:.0f} ms · {img_size} px · {p.arch}")
 
 
-def cached_predictions(key: str, img, runs):
-    store = st.session_state.setdefault("_compare_preds", {})
-    k = (key, tuple(r.id for r in runs))
-    if k not in store:
-        if len(store) > 32:
-            store.clear()
-        store[k] = predict_runs(img, runs, model_cache().get)
-    return store[k]
+def cam_card(ex) -> None:
+    """One run's Grad-CAM overlay, or why there is none."""
+    if ex.ok:
+        st.image(ex.overlay, caption=f"{ex.label}: CAM for {ex.target} ({ex.cam_ms:.0f} ms)", width="stretch")
+    else:
+        st.error(ex.error)
 
 
 # ------------------------------------------------------------------------------------------ page
-dataset_badge()
 st.title("Compare")
 st.caption("One radiograph, every selected stored run side by side. Each run gets exactly its training "
            "preprocessing (input size, normalisation, channels, decode) from its stored config.")
@@ -56,7 +47,7 @@ if not runs:
             "resnet18`), then come back to compare.")
     st.stop()
 
-by_id, fmt = run_options(runs)
+by_id, fmt = run_labels(runs)
 default = [r.id for r in best_runs(runs)] or [runs[0].id]
 selected_ids = st.multiselect("Runs (default: the best run of each architecture)", list(by_id), default=default,
                               format_func=fmt, key="compare_runs")
@@ -81,7 +72,7 @@ with left:
              width="stretch")
 with right:
     with st.spinner("Predicting..."):
-        preds, failures = cached_predictions(key, img, selected)
+        preds, failures = predictions(key, img, selected)
     if preds:
         verdict = agreement(preds)
         with st.spinner("Checking the image against the training images..."):
@@ -97,16 +88,8 @@ with right:
     for r, why in failures:
         st.error(f"{r.label}: {why}")
 
-for start in range(0, len(preds), COLS):
-    cols = st.columns(COLS)
-    for col, p in zip(cols, preds[start:start + COLS]):
-        with col:
-            mark = "" if not img.true_class else (" ✅" if p.predicted == img.true_class else " ❌")
-            st.markdown(f"**{p.label}**")
-            st.metric("Prediction", f"{p.predicted}{mark}", f"{100 * p.confidence:.1f} % confidence",
-                      delta_color="off")
-            st.plotly_chart(probability_bars(p), key=f"cmp_chart_{p.run_id}", config={"displayModeBar": False})
-            st.caption(f"{p.latency_ms:.0f} ms · {by_id[p.run_id].config['img_size']} px · {p.arch}")
+
+grid(preds, lambda p: prediction_card(p, img.true_class, by_id[p.run_id].config["img_size"]))
 
 st.divider()
 pred_runs = [by_id[p.run_id] for p in preds]
@@ -119,20 +102,7 @@ if c2.button("Open on the Explain page (methods, fixed target class, opacity, PN
 if show and pred_runs:
     from cxrviz.explain import explain_runs
 
-    store = st.session_state.setdefault("_compare_cams", {})
-    ck = (key, tuple(r.id for r in pred_runs))
-    if ck not in store:
-        if len(store) > 8:
-            store.clear()
-        with st.spinner("Grad-CAM..."):
-            store[ck] = explain_runs(img, pred_runs, model_cache().get, "GradCAM")
-    exs = store[ck]
-    for start in range(0, len(exs), COLS):
-        cols = st.columns(COLS)
-        for col, ex in zip(cols, exs[start:start + COLS]):
-            with col:
-                if ex.ok:
-                    st.image(ex.overlay, caption=f"{ex.label}: CAM for {ex.target} ({ex.cam_ms:.0f} ms)",
-                             width="stretch")
-                else:
-                    st.error(ex.error)
+    with st.spinner("Grad-CAM..."):
+        exs = session_cached("_compare_cams", (key, tuple(r.id for r in pred_runs)),
+                             lambda: explain_runs(img, pred_runs, model_cache().get, "GradCAM"), limit=8)
+    grid(exs, cam_card)

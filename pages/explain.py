@@ -15,10 +15,9 @@ from cxrviz.explain import (
 )
 from cxrviz.plots.explain import side_by_side_png
 from cxrviz.predict import best_runs, stored_test_image
-from pages.common import dataset_badge, model_cache, release_deleted, stored_runs, upload_or_test_image
+from pages.common import choose_image, grid, model_cache, release_deleted, run_labels, session_cached, stored_runs
 
 HANDOFF = "explain_input"  # set by the Compare page
-COLS = 4
 METHOD_HELP = {
     "GradCAM": "channel weights = mean gradient of the class score (Selvaraju et al. 2017)",
     "GradCAM++": "weights from higher-order gradient terms; better for several instances (Chattopadhay et al. 2018)",
@@ -36,71 +35,57 @@ def _stored_image(path: str, true_class: str):
         return None, str(e)
 
 
-def choose_image():
-    """The image: handed over from Compare, uploaded here, or a test-split pick -> (img, key, error)."""
-    handoff = st.session_state.get(HANDOFF)
-    options = (["From Compare"] if handoff else []) + ["Upload a radiograph", "Pick from the test split"]
-    how = st.radio("Image", options, horizontal=True, key="explain_how", label_visibility="collapsed")
-    if how == "From Compare":
-        return handoff["image"], handoff["key"], None
-    return upload_or_test_image("explain", how.startswith("Upload"))
-
-
-def run_label(runs):
-    labels = [r.label for r in runs]
-    by_id = {r.id: r for r in runs}
-
-    def fmt(rid):
-        r = by_id[rid]
-        acc = f"{100 * r.accuracy:.1f} %" if r.evaluation else r.status
-        return f"{r.label} — {acc}" + (f" · {rid[-4:]}" if labels.count(r.label) > 1 else "")
-
-    return by_id, fmt
-
-
 def compute(img, key, runs, method, target, store_key, limit=8):
     """CAMs for (image, runs, method, target), kept in the session; ScoreCAM shows a progress bar."""
-    store = st.session_state.setdefault(store_key, {})
-    k = (key, tuple(r.id for r in runs), method, target)
-    if k in store:
-        return store[k]
-    if len(store) > limit:
-        store.clear()
-    if method in SLOW_METHODS:
-        bar = st.progress(0.0, text=f"{method}: starting...")
-        n = len(runs)
 
-        def progress(i, done, total):
-            bar.progress(min(1.0, (i + done / total) / n),
-                         text=f"{method}: model {i + 1} of {n}, batch {done} of {total}")
+    def cams():
+        if method in SLOW_METHODS:
+            bar = st.progress(0.0, text=f"{method}: starting...")
+            n = len(runs)
 
-        exs = explain_runs(img, runs, model_cache().get, method, target, progress=progress)
-        bar.empty()
-    else:
+            def progress(i, done, total):
+                bar.progress(min(1.0, (i + done / total) / n),
+                             text=f"{method}: model {i + 1} of {n}, batch {done} of {total}")
+
+            exs = explain_runs(img, runs, model_cache().get, method, target, progress=progress)
+            bar.empty()
+            return exs
         with st.spinner(f"{method}..."):
-            exs = explain_runs(img, runs, model_cache().get, method, target)
-    store[k] = exs
-    return exs
+            return explain_runs(img, runs, model_cache().get, method, target)
+
+    return session_cached(store_key, (key, tuple(r.id for r in runs), method, target), cams, limit)
 
 
-def show_grid(img, exs, alpha):
-    shown = display_image(img.gray())  # overlays at display size: an 8000x8000 upload would need GBs at full size
-    for start in range(0, len(exs), COLS):
-        cols = st.columns(COLS)
-        for col, ex in zip(cols, exs[start:start + COLS]):
-            with col:
-                st.markdown(f"**{ex.label}**")
-                if not ex.ok:
-                    st.error(ex.error)
-                    continue
-                p = ex.prediction
-                what = f"CAM for **{ex.target}**" if ex.target else "class-agnostic map"
-                st.image(overlay(shown, ex.cam, alpha), width="stretch")
-                st.caption(f"says {p.predicted} ({100 * p.confidence:.1f} %) · {what} · {ex.cam_ms:.0f} ms")
+def cam_card(ex, shown, alpha) -> None:
+    """One run's map over the image (at display size), its prediction and the class the map explains."""
+    st.markdown(f"**{ex.label}**")
+    if not ex.ok:
+        st.error(ex.error)
+        return
+    p = ex.prediction
+    what = f"CAM for **{ex.target}**" if ex.target else "class-agnostic map"
+    st.image(overlay(shown, ex.cam, alpha), width="stretch")
+    st.caption(f"says {p.predicted} ({100 * p.confidence:.1f} %) · {what} · {ex.cam_ms:.0f} ms")
+
+
+def mistake_card(item, run, method, target_mode, alpha) -> None:
+    """One misclassified test image with its CAM and stored probabilities."""
+    gimg, gerr = _stored_image(item["path"], item["true"])
+    probs = " · ".join(f"{c} {100 * p:.0f} %" for c, p in zip(run.classes, item["probs"]))
+    if gerr:
+        st.error(gerr)
+        return
+    tgt = item["true"] if target_mode.startswith("true") else None
+    ex = compute(gimg, f"file:{item['path']}", [run], method, tgt, "_gallery_cams", limit=96)[0]
+    if ex.ok:
+        st.image(overlay(display_image(gimg.gray()), ex.cam, alpha), width="stretch")
+    else:
+        st.error(ex.error)
+    st.caption(f"`{item['name']}`  \ntrue **{item['true']}** → predicted **{item['predicted']}**  \n"
+               f"{probs}")
 
 
 # ------------------------------------------------------------------------------------------ page
-dataset_badge()
 st.title("Explain")
 st.caption("Class activation maps through the `grad-cam` package, computed on a loaded copy of each stored run "
            "(never on a model that is training), at the layer the registry names for each architecture.")
@@ -111,7 +96,7 @@ if not runs:
     st.info("No stored runs yet: train a model on the **Train** page (or `python -m cxrviz train --arch "
             "resnet18`), then come back to explain its predictions.")
     st.stop()
-by_id, fmt = run_label(runs)
+by_id, fmt = run_labels(runs)
 
 
 def image_section() -> None:
@@ -136,7 +121,7 @@ def image_section() -> None:
         st.warning(f"{method} is slow: one forward pass per channel of the target layer (512 for ResNet-18 and "
                    "VGG, 1024 for GoogLeNet), i.e. minutes on a CPU for large models.")
 
-    img, key, err = choose_image()
+    img, key, err = choose_image("explain", st.session_state.get(HANDOFF))
     if err:
         st.error(err)
         return
@@ -153,7 +138,8 @@ def image_section() -> None:
     st.image(display_image(img.gray()),
              caption=f"{img.name}" + (f" · true: {img.true_class}" if img.true_class else ""),
              width=220)
-    show_grid(img, exs, alpha)
+    shown = display_image(img.gray())  # overlays at display size: an 8000x8000 upload would need GBs at full size
+    grid(exs, lambda ex: cam_card(ex, shown, alpha))
     if any(e.ok for e in exs):
         what = (f"target {target} for all models" if target else
                 "class-agnostic" if method in CLASS_AGNOSTIC else "each model's own prediction")
@@ -179,23 +165,7 @@ def gallery_section() -> None:
     gtarget = g2.radio("CAM for", ["predicted class", "true class"], key="gallery_target")
     n_show = g3.slider("Show", 1, min(24, len(wrong)), min(8, len(wrong)), key="gallery_n") if len(wrong) > 1 else 1
     galpha = g4.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="gallery_alpha")
-    for start in range(0, n_show, COLS):
-        cols = st.columns(COLS)
-        for col, item in zip(cols, wrong[start:min(start + COLS, n_show)]):
-            with col:
-                gimg, gerr = _stored_image(item["path"], item["true"])
-                probs = " · ".join(f"{c} {100 * p:.0f} %" for c, p in zip(run.classes, item["probs"]))
-                if gerr:
-                    st.error(gerr)
-                    continue
-                tgt = item["true"] if gtarget.startswith("true") else None
-                ex = compute(gimg, f"file:{item['path']}", [run], gmethod, tgt, "_gallery_cams", limit=96)[0]
-                if ex.ok:
-                    st.image(overlay(display_image(gimg.gray()), ex.cam, galpha), width="stretch")
-                else:
-                    st.error(ex.error)
-                st.caption(f"`{item['name']}`  \ntrue **{item['true']}** → predicted **{item['predicted']}**  \n"
-                           f"{probs}")
+    grid(wrong[:n_show], lambda item: mistake_card(item, run, gmethod, gtarget, galpha))
 
 
 # stateful tabs: only the open one computes CAMs

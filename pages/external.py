@@ -12,9 +12,8 @@ from cxrviz.predict import best_runs
 from cxrviz.probes import probe_run
 from cxrviz.probes import table_rows as probe_rows
 from cxrviz.runs import read_record
-from pages.common import dataset_badge, model_cache, release_deleted, stored_runs
+from pages.common import model_cache, release_deleted, stored_runs
 
-dataset_badge()
 st.title("External validation")
 st.caption("Does a model's test accuracy survive on radiographs from other sources? Point to a folder with one "
            "sub-folder per class (or a `test/` folder with them), map its class names to the runs' classes, and "

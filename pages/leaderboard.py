@@ -24,9 +24,8 @@ from cxrviz.report import (
 )
 from cxrviz.external_records import latest_records, side_by_side
 from cxrviz.runs import RunError
-from pages.common import dataset_badge, dataset_picker, remove_run, stored_runs
+from pages.common import dataset_picker, remove_run, stored_runs
 
-dataset_badge()
 st.title("Leaderboard")
 st.caption("Test accuracy with its Wilson 95 % interval: on a small test set, most gaps between models are "
            "within the noise. Paired McNemar tests below say which differences the data support.")

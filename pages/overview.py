@@ -21,19 +21,11 @@ from cxrviz.data.sources import (
 )
 from cxrviz.data.survey import sample_images, size_summary
 from cxrviz.plots import dataset
-from pages.common import (
-    DATA_KEY,
-    current_dataset,
-    data_path,
-    dataset_badge,
-    set_data_path,
-    stored_runs,
-)
+from pages.common import DATA_KEY, current_dataset, data_path, set_data_path, stored_runs
 
 SAMPLES_PER_CLASS = 6
 SAMPLE_PX = 160
 
-dataset_badge()
 st.title("cxrviz: classic CNNs on chest X-rays")
 st.markdown(
     "cxrviz trains the classic convolutional networks (LeNet-5, AlexNet, VGG, GoogLeNet, ResNet) on chest "

@@ -17,9 +17,8 @@ from cxrviz.report import (
     seminar_table,
 )
 from cxrviz.external_records import latest_records
-from pages.common import dataset_badge, dataset_picker, stored_runs
+from pages.common import dataset_picker, stored_runs
 
-dataset_badge()
 st.markdown("""
 <style>
 .block-container {max-width: 100%; padding-top: 2rem;}

@@ -3,6 +3,10 @@
 Jobs live in the process-wide registry (pages.common.job_registry), never in session state: a reload, a
 second tab or another page shows the same jobs. The live part is one fragment that reruns every second
 while anything is queued or running, and not at all when idle.
+
+The page is the short script at the bottom over named parts: quick demo, architecture picker, settings form,
+estimate panel, launch button, jobs toolbar, job card, live view, finished jobs (a little over 350 lines: the
+parts share the registry and keys, and splitting them over modules would scatter one page).
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from cxrviz.launch import QUICK_DEMO, parse_seeds, quick_demo_config
 from cxrviz.models import FAMILIES, get_spec, model_table
 from cxrviz.plots import training
 from cxrviz.train import OPTIMIZERS, TrainConfig
-from pages.common import current_dataset, data_path, dataset_badge, job_registry
+from pages.common import current_dataset, data_path, job_registry
 
 REFRESH_S = 1.0  # live view refresh while anything runs
 DEFAULT_ARCH = "resnet18"  # ticked on a fresh page
@@ -32,12 +36,6 @@ MAX_ACTIVE_CARDS = 8  # running and first queued jobs get a card; the rest of th
 DOUBLE_CLICK_S = 3.0  # the same launch twice within this many seconds is one launch
 STATUS_ICON = {QUEUED: "⏳", RUNNING: "🔄", DONE: "✅", STOPPED: "⏹️", FAILED: "❌", CANCELLED: "🚫"}
 
-reg = job_registry()
-dataset_badge()
-st.title("Train")
-if "train_flash" in st.session_state:
-    st.toast(st.session_state.pop("train_flash"))
-src, data_err = current_dataset()
 
 
 def _submit(configs: list[TrainConfig], what: str) -> None:
@@ -101,10 +99,12 @@ def _device_panel() -> None:
 
 
 # ------------------------------------------------------------------------------------------ quick demo
-if src is None:
-    st.error(f"Dataset: {data_err}")
-    st.page_link("pages/overview.py", label="Choose a dataset on Overview", icon="🏠")
-else:
+def quick_demo(src, data_err: str | None) -> None:
+    """The one-click demo, or where to choose a dataset when the chosen one is unusable."""
+    if src is None:
+        st.error(f"Dataset: {data_err}")
+        st.page_link("pages/overview.py", label="Choose a dataset on Overview", icon="🏠")
+        return
     with st.container(border=True):
         c1, c2 = st.columns([1, 4], vertical_alignment="center")
         demo = get_spec(QUICK_DEMO["arch"]).display
@@ -115,9 +115,10 @@ else:
                     f"{QUICK_DEMO['epochs']} epochs on {where} and shows its curves below as it learns "
                     f"(well under a minute on two CPU cores). Or choose your own settings below.")
 
+
 # ------------------------------------------------------------------------------------------ settings
-if src is not None:
-    st.subheader("New training run")
+def architecture_picker() -> list[str]:
+    """One checkbox per registered architecture, grouped by family, with its size and cost at the chosen px."""
     size_now = st.session_state.get("t_img_size") or get_spec(DEFAULT_ARCH).recipe.img_size
     catalogue = model_table(int(size_now))
     st.markdown(f"**Architectures** (parameters and forward GFLOPs per image at {int(size_now)} px)")
@@ -131,7 +132,11 @@ if src is not None:
                               f"batch {row['batch_size']}, {row['img_size']} px, {row['epochs']} epochs.")
             col.caption(f"{row['depth']} layers · {format_params(row['params'])} · "
                         f"{format_gflops(row['gflops'])} GFLOPs")
-    chosen = [r["name"] for r in catalogue if st.session_state.get(f"t_arch_{r['name']}")]
+    return [r["name"] for r in catalogue if st.session_state.get(f"t_arch_{r['name']}")]
+
+
+def settings_form(chosen: list[str]) -> tuple[list[TrainConfig], list[TrainConfig], list[str]]:
+    """The settings (empty = each architecture's recipe) -> (configs, resolved configs, one-line problems)."""
     specs = [get_spec(a) for a in chosen]
 
     def _recipe(field: str, fmt=str) -> str:
@@ -186,62 +191,63 @@ if src is not None:
         except CxrvizError as err:
             if str(err) not in problems:
                 problems.append(str(err))
+    return configs, resolved, problems
 
-    if not problems and resolved:
-        n_train, n_test = split_sizes(src)
-        # timing a model takes a few seconds: it runs in the background (never while training runs, which
-        # it would slow) and this panel refreshes itself until every figure is measured
-        probe_mode = "off" if reg.busy() else "background"
-        first = [estimate_job(_estimated(cfg), n_train, n_test, probe=probe_mode) for cfg in resolved]
-        # no refresh timer while jobs run: the timing is cancelled at launch and only resumes once the device
-        # is idle (the live view is then the page's only self-refreshing part)
-        pending = probes_pending() and not all(e.measured for e in first) and not reg.busy()
 
-        @st.fragment(run_every=0.5 if pending else None)
-        def estimate_panel() -> None:
-            ests = [estimate_job(_estimated(cfg), n_train, n_test, probe="off") for cfg in resolved]
-            still = probes_pending() and not all(e.measured for e in ests)
-            if pending and not still and not reg.busy():
-                st.rerun()  # all measured: redraw once without the refresh timer
-            plan = pd.DataFrame([{
-                "model": get_spec(cfg.arch).display, "seed": cfg.seed, "size (px)": cfg.img_size,
-                "epochs": cfg.epochs, "batch": cfg.batch_size, "optimiser": cfg.optimizer, "lr": f"{cfg.lr:g}",
-                "augment": cfg.augment, "GFLOPs": format_gflops(est.gflops),
-                "per epoch": format_duration(est.epoch_seconds),
-                "estimate": format_duration(est.seconds) + ("" if est.measured else " (rough)"),
-            } for cfg, est in zip(resolved, ests)])
-            st.dataframe(plan, hide_index=True, width="stretch")
-            total = sum(x.seconds for x in ests)
-            how = ("from timed training steps of each model on this device, scaled to the chosen size and batch"
-                   if all(x.measured for x in ests) else
-                   "rough, from FLOPs: " + ("timing the models on this device…" if still else
-                                            "models are timed on this device when no training runs"))
-            st.caption(f"{len(resolved)} job(s) on {n_train} training and {n_test} test images. Estimated time on "
-                       f"this device ({ests[0].device}): **{format_duration(total)}** in all (jobs on one device "
-                       f"run one after another; {how}).")
-            warning = long_run_warning(ests)
-            if warning:
-                st.warning(warning, icon="⚠️")
+def estimate_panel(src, resolved: list[TrainConfig]) -> None:
+    """The plan as a table with the estimated time of each job, refreshed until every model is timed."""
+    n_train, n_test = split_sizes(src)
+    # timing a model takes a few seconds: it runs in the background (never while training runs, which
+    # it would slow) and this panel refreshes itself until every figure is measured
+    probe_mode = "off" if reg.busy() else "background"
+    first = [estimate_job(_estimated(cfg), n_train, n_test, probe=probe_mode) for cfg in resolved]
+    # no refresh timer while jobs run: the timing is cancelled at launch and only resumes once the device
+    # is idle (the live view is then the page's only self-refreshing part)
+    pending = probes_pending() and not all(e.measured for e in first) and not reg.busy()
 
-        with st.container():  # alone in its parent: see the note at live_view()
-            estimate_panel()
+    @st.fragment(run_every=0.5 if pending else None)
+    def panel() -> None:
+        ests = [estimate_job(_estimated(cfg), n_train, n_test, probe="off") for cfg in resolved]
+        still = probes_pending() and not all(e.measured for e in ests)
+        if pending and not still and not reg.busy():
+            st.rerun()  # all measured: redraw once without the refresh timer
+        plan = pd.DataFrame([{
+            "model": get_spec(cfg.arch).display, "seed": cfg.seed, "size (px)": cfg.img_size,
+            "epochs": cfg.epochs, "batch": cfg.batch_size, "optimiser": cfg.optimizer, "lr": f"{cfg.lr:g}",
+            "augment": cfg.augment, "GFLOPs": format_gflops(est.gflops),
+            "per epoch": format_duration(est.epoch_seconds),
+            "estimate": format_duration(est.seconds) + ("" if est.measured else " (rough)"),
+        } for cfg, est in zip(resolved, ests)])
+        st.dataframe(plan, hide_index=True, width="stretch")
+        total = sum(x.seconds for x in ests)
+        how = ("from timed training steps of each model on this device, scaled to the chosen size and batch"
+               if all(x.measured for x in ests) else
+               "rough, from FLOPs: " + ("timing the models on this device…" if still else
+                                        "models are timed on this device when no training runs"))
+        st.caption(f"{len(resolved)} job(s) on {n_train} training and {n_test} test images. Estimated time on "
+                   f"this device ({ests[0].device}): **{format_duration(total)}** in all (jobs on one device "
+                   f"run one after another; {how}).")
+        warning = long_run_warning(ests)
+        if warning:
+            st.warning(warning, icon="⚠️")
+
+    with st.container():  # alone in its parent: see the note at live_view()
+        panel()
+
+
+def launch_button(configs: list[TrainConfig], resolved: list[TrainConfig], problems: list[str]) -> None:
+    """The settings' problems, one line each, and the launch button (disabled while there are any)."""
     for p in problems:
         st.error(p)
     label = f"🚀 Launch {len(resolved)} job{'s' if len(resolved) != 1 else ''}" if resolved else "🚀 Launch"
     if st.button(label, key="t_launch", disabled=bool(problems) or not resolved):
         _submit(configs, "training")
 
-# ------------------------------------------------------------------------------------------ live view
-st.subheader("Jobs")
-snaps = reg.snapshots()
-busy = any(s.active for s in snaps)
-layout_sig = tuple((s.id, s.active) for s in snaps)  # what this run drew; the fragment compares reg.layout()
-by_id = {s.id: s for s in snaps}
 
-if not snaps:
-    st.info("No training jobs yet: click **Quick demo**, or choose architectures above and launch. Jobs keep "
-            "running when you reload the page, switch pages or close the tab.")
-else:
+# ------------------------------------------------------------------------------------------ live view
+def jobs_toolbar(snaps, by_id: dict) -> None:
+    """Overlay picker, Stop all and Clear finished, above the job cards."""
+    busy = any(s.active for s in snaps)
     t1, t2, t3 = st.columns([4, 1, 1], vertical_alignment="bottom")
     options = [s.id for s in snaps if s.history or s.active]
     if "train_overlay" in st.session_state:
@@ -278,7 +284,8 @@ def _figure(s) -> object:
     return hit[1]
 
 
-def _card(s, ahead: int = 0) -> None:
+def job_card(s, ahead: int = 0) -> None:
+    """One job: status, settings, progress with ETA, its controls, its outcome and its live chart."""
     with st.container(border=True, key=f"card_{s.id}"):
         head, ctrl = st.columns([5, 2], vertical_alignment="top")
         cfg = s.config
@@ -316,49 +323,81 @@ def _card(s, ahead: int = 0) -> None:
             st.plotly_chart(_figure(s), key=f"chart_{s.id}", config={"displayModeBar": False})
 
 
-@st.fragment(run_every=REFRESH_S if busy else None)
-def live_view() -> None:
-    if reg.layout() != layout_sig:
-        st.rerun()  # a job appeared, ended or was removed: redraw the page (and stop refreshing when idle)
-    active = reg.snapshots(active_only=True)
-    chosen = []
-    for jid in st.session_state.get("train_overlay", []):
-        try:
-            chosen.append(reg.get(jid))
-        except KeyError:  # removed in another tab a moment ago
-            pass
-    if len(chosen) >= 2:
-        st.plotly_chart(training.history_figure([training.series_from_snapshot(s) for s in chosen], height=340,
-                                              title="Overlay"), key="overlay_chart", config={"displayModeBar": False})
-    elif len(chosen) == 1:
-        st.caption("Choose at least two jobs to overlay.")
-    _device_panel()
-    for i, s in enumerate(active[:MAX_ACTIVE_CARDS]):
-        _card(s, ahead=i)
-    rest = active[MAX_ACTIVE_CARDS:]
-    if rest:
-        st.caption(f"{len(rest)} more job(s) queued: " + ", ".join(s.label for s in rest[:50])
-                   + (" …" if len(rest) > 50 else ""))
-        st.button(f"✖ Cancel these {len(rest)} queued job(s)", key="cancel_rest",
-                  on_click=_cancel, args=([s.id for s in rest],))
-
-
 # Each self-refreshing fragment sits alone in a container of its own (here and around estimate_panel). When a
 # fragment's timer fires just as a full run ends, Streamlit drops that full run's unsent deltas for the fragment
 # (the fragment run redraws them); the browser then prunes the fragment's old node as stale, and its later
 # siblings shift up one place, so the next fragment run lands one slot off and the page shows a job card twice
 # (seen in about 1 launch in 6 in a browser before this). Alone in its parent, the pruned node shifts nothing.
-with st.container():
-    live_view()
+def live_view(busy: bool, layout_sig: tuple) -> None:
+    """The self-refreshing part: the overlay chart and the cards of the active jobs (every second while busy)."""
 
-finished = sorted((s for s in snaps if not s.active), key=lambda s: s.finished or s.created, reverse=True)
-for s in finished[:MAX_FINISHED_CARDS]:
-    _card(s)
-if len(finished) > MAX_FINISHED_CARDS:
-    with st.expander(f"{len(finished) - MAX_FINISHED_CARDS} older finished job(s)"):
-        st.dataframe(pd.DataFrame([{"job": s.label, "status": s.status, "message": s.message, "run": s.run_id}
-                                   for s in finished[MAX_FINISHED_CARDS:]]), hide_index=True)
-memo = st.session_state.get("_train_figs")
-if memo:
-    for jid in [j for j in memo if j not in by_id]:
-        memo.pop(jid, None)
+    @st.fragment(run_every=REFRESH_S if busy else None)
+    def jobs() -> None:
+        if reg.layout() != layout_sig:
+            st.rerun()  # a job appeared, ended or was removed: redraw the page (and stop refreshing when idle)
+        active = reg.snapshots(active_only=True)
+        chosen = []
+        for jid in st.session_state.get("train_overlay", []):
+            try:
+                chosen.append(reg.get(jid))
+            except KeyError:  # removed in another tab a moment ago
+                pass
+        if len(chosen) >= 2:
+            fig = training.history_figure([training.series_from_snapshot(s) for s in chosen], height=340,
+                                          title="Overlay")
+            st.plotly_chart(fig, key="overlay_chart", config={"displayModeBar": False})
+        elif len(chosen) == 1:
+            st.caption("Choose at least two jobs to overlay.")
+        _device_panel()
+        for i, s in enumerate(active[:MAX_ACTIVE_CARDS]):
+            job_card(s, ahead=i)
+        rest = active[MAX_ACTIVE_CARDS:]
+        if rest:
+            st.caption(f"{len(rest)} more job(s) queued: " + ", ".join(s.label for s in rest[:50])
+                       + (" …" if len(rest) > 50 else ""))
+            st.button(f"✖ Cancel these {len(rest)} queued job(s)", key="cancel_rest",
+                      on_click=_cancel, args=([s.id for s in rest],))
+
+    with st.container():
+        jobs()
+
+
+def finished_jobs(snaps, by_id: dict) -> None:
+    """Cards of the newest finished jobs, a table of the older ones; forget the charts of removed jobs."""
+    finished = sorted((s for s in snaps if not s.active), key=lambda s: s.finished or s.created, reverse=True)
+    for s in finished[:MAX_FINISHED_CARDS]:
+        job_card(s)
+    if len(finished) > MAX_FINISHED_CARDS:
+        with st.expander(f"{len(finished) - MAX_FINISHED_CARDS} older finished job(s)"):
+            st.dataframe(pd.DataFrame([{"job": s.label, "status": s.status, "message": s.message, "run": s.run_id}
+                                       for s in finished[MAX_FINISHED_CARDS:]]), hide_index=True)
+    memo = st.session_state.get("_train_figs")
+    if memo:
+        for jid in [j for j in memo if j not in by_id]:
+            memo.pop(jid, None)
+
+
+# ------------------------------------------------------------------------------------------ page
+reg = job_registry()
+st.title("Train")
+if "train_flash" in st.session_state:
+    st.toast(st.session_state.pop("train_flash"))
+src, data_err = current_dataset()
+quick_demo(src, data_err)
+if src is not None:
+    st.subheader("New training run")
+    configs, resolved, problems = settings_form(architecture_picker())
+    if not problems and resolved:
+        estimate_panel(src, resolved)
+    launch_button(configs, resolved, problems)
+
+st.subheader("Jobs")
+snaps = reg.snapshots()
+by_id = {s.id: s for s in snaps}
+if not snaps:
+    st.info("No training jobs yet: click **Quick demo**, or choose architectures above and launch. Jobs keep "
+            "running when you reload the page, switch pages or close the tab.")
+else:
+    jobs_toolbar(snaps, by_id)
+live_view(any(s.active for s in snaps), tuple((s.id, s.active) for s in snaps))
+finished_jobs(snaps, by_id)

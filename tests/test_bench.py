@@ -27,8 +27,11 @@ def test_bench_quick_report_is_well_formed(real_data, tmp_path):
     x = saved["external"]
     assert x["n_external"] == 12 and x["n_test"] == 66 and x["score_s"] > 0 and x["probe_s"] > 0
     text = format_report(r)
+    est = saved["estimate"]
+    assert [x["arch"] for x in est] == ["lenet5", "resnet18"]
+    assert all(x["estimate_s"] > 0 and x["measured_s"] > 0 and x["ratio"] > 0 for x in est)
     for heading in ("a. input pipeline", "b. trainer overhead", "c. end to end", "d. app latencies",
-                    "e. external validation"):
+                    "e. run-time estimate", "external validation"):
         assert heading in text
 
 

@@ -12,6 +12,7 @@ from cxrviz.estimate import (
     cancel_probes,
     estimate_job,
     long_run_warning,
+    measure_estimate_error,
     request_probe,
     split_sizes,
     wait_for_probes,
@@ -170,3 +171,12 @@ def test_counts_and_size_figures():
             {"split": "test", "class": "b", "width": 30, "height": 40, "mode": "RGB", "file": "y.png"}]
     fig = dataset.size_scatter_figure(rows)
     assert [t.name for t in fig.data] == ["a", "b"]
+
+
+def test_estimate_error_is_measured_against_a_real_training():
+    """The bench's calibration check: one tiny real training, its estimate made just before, and the ratio."""
+    src = open_dataset(None)
+    row, = measure_estimate_error([TrainConfig(arch="lenet5", img_size=32, epochs=1)], src, log=lambda s: None)
+    assert row["arch"] == "lenet5" and row["n_train"] == split_sizes(src)[0]
+    assert row["estimate_s"] > 0 and row["measured_s"] > 0
+    assert row["ratio"] == pytest.approx(row["measured_s"] / row["estimate_s"])
