@@ -250,5 +250,6 @@ def find_duplicates(source: DatasetSource, cache: ImageCache | None = None) -> d
                 continue
             by_hash.setdefault(h, []).append((split, str(p.relative_to(source.root))))
     groups = [sorted(v) for v in by_hash.values() if len(v) > 1]
-    cross = [next(f for s, f in g if s == "test") for g in groups if {s for s, _ in g} == {"train", "test"}]
+    # every test copy of a training image (a group can hold several)
+    cross = [f for g in groups if {s for s, _ in g} == {"train", "test"} for s, f in g if s == "test"]
     return {"groups": groups, "cross_split": sorted(cross)}
