@@ -38,12 +38,17 @@ STATUS_ICON = {QUEUED: "⏳", RUNNING: "🔄", DONE: "✅", STOPPED: "⏹️", F
 
 
 
+def _now() -> float:
+    """The double-click window's clock: time.monotonic, or a clock a test puts in session_state["train_clock"]."""
+    return st.session_state.get("train_clock", time.monotonic)()
+
+
 def _submit(configs: list[TrainConfig], what: str) -> None:
     """Queue jobs once per click: a rerun or an interrupted rerun reuses the same request id (the registry
     then returns the earlier jobs), and the same launch again within a few seconds counts as one click."""
     sig = json.dumps([c.to_dict() for c in configs], sort_keys=True, default=str)
     last = st.session_state.get("train_last_launch")
-    if last and last[0] == sig and time.time() - last[1] < DOUBLE_CLICK_S:
+    if last and last[0] == sig and _now() - last[1] < DOUBLE_CLICK_S:
         st.toast("Already queued (double click ignored).")
         return
     rid = st.session_state.setdefault("train_request_id", uuid.uuid4().hex)
@@ -54,7 +59,7 @@ def _submit(configs: list[TrainConfig], what: str) -> None:
         st.error(str(e))
         return
     st.session_state["train_request_id"] = uuid.uuid4().hex
-    st.session_state["train_last_launch"] = (sig, time.time())
+    st.session_state["train_last_launch"] = (sig, _now())
     if len(ids) > 1:
         st.session_state["train_overlay"] = ids
     # redraw at once: the page above this button (estimate panel, live view timer) was drawn before the job

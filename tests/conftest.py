@@ -6,7 +6,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "Covid19-dataset"
+DATA = ROOT.parent / "shared" / "data" / "Covid19-dataset"  # the default for CXRVIZ_TEST_DATA when it exists
+# the synthetic_folder fixture: images per class per split (its test split is what every tiny run is scored on)
+SYNTHETIC_COUNTS = {"train": 24, "test": 8}
+SYNTHETIC_FOLDER = "synthetic-cxr"  # the folder's name, i.e. the dataset label runs trained on it carry
 
 # keep tests from touching the user's checkpoints/ and cache
 _TMP = Path(os.environ.get("PYTEST_CXRVIZ_TMP", "/tmp/cxrviz-tests-%d" % os.getpid()))
@@ -47,9 +50,14 @@ def chromium() -> str:
 
 @pytest.fixture(scope="session")
 def real_data() -> Path:
-    if not DATA.is_dir():
-        pytest.skip(f"real dataset not found at {DATA}")
-    return DATA
+    """The real Kaggle folder, for the few tests that are about that dataset itself (its counts, its
+    duplicates, its JPEGs): ``CXRVIZ_TEST_DATA``, or ``../shared/data/Covid19-dataset`` when it exists.
+    Skips with the reason where it is absent; fails instead in CI or with CXRVIZ_REQUIRE_REAL_DATA=1."""
+    env = os.environ.get("CXRVIZ_TEST_DATA")
+    path = Path(env) if env else DATA
+    if not (path / "train").is_dir():
+        _missing(f"real dataset not found at {path} (set CXRVIZ_TEST_DATA to the Kaggle Covid19-dataset folder)")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +67,7 @@ def synthetic_folder(tmp_path_factory) -> Path:
     not the real dataset. Session-scoped and read-only: copy it before changing it."""
     from cxrviz.data.synthetic import write_folder
 
-    return write_folder(tmp_path_factory.mktemp("synthetic-data") / "synthetic-cxr")
+    return write_folder(tmp_path_factory.mktemp("synthetic-data") / SYNTHETIC_FOLDER, counts=dict(SYNTHETIC_COUNTS))
 
 
 @pytest.fixture
@@ -70,22 +78,24 @@ def ckpt_root(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_runs(tmp_path_factory, real_data):
-    """A few real (tiny) runs trained on the real data and stored on disk, shared by read-only tests."""
+def tiny_runs(tmp_path_factory, synthetic_folder):
+    """A few real (tiny) runs trained on the synthetic folder (real files on disk) and stored on disk, shared by
+    read-only tests. Returns (root, [Run...]), newest first."""
     from cxrviz.runs import list_runs, save_run
     from cxrviz.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("runs")
     for arch, seed in (("resnet18", 0), ("resnet18", 1), ("lenet5", 0), ("alexnet", 0)):
-        cfg = TrainConfig(arch=arch, data=str(real_data), img_size=64, epochs=2, seed=seed, batch_size=32)
+        cfg = TrainConfig(arch=arch, data=str(synthetic_folder), img_size=64, epochs=2, seed=seed, batch_size=32)
         save_run(train(cfg), root=root)
     return root, list_runs(root)[0]
 
 
 @pytest.fixture(scope="session")
-def mixed_runs(tmp_path_factory, tiny_runs, real_data):
-    """A runs folder mixing datasets and statuses, for leaderboard tests: copies of the 4 ``tiny_runs`` (real
-    data), one real LeNet-5 run stopped after its first epoch, and one LeNet-5 run on the synthetic set.
+def mixed_runs(tmp_path_factory, tiny_runs, synthetic_folder):
+    """A runs folder mixing datasets and statuses, for leaderboard tests: copies of the 4 ``tiny_runs`` (the
+    synthetic folder), one LeNet-5 run on that folder stopped after its first epoch, and one LeNet-5 run on the
+    built-in synthetic set (another dataset: another test split).
     Returns (root, [Run...]). Shared: tests that delete runs must copy it first."""
     import shutil
     import threading
@@ -103,7 +113,7 @@ def mixed_runs(tmp_path_factory, tiny_runs, real_data):
         if p.kind == "epoch" and p.epoch >= 1:
             stop.set()
 
-    cfg = TrainConfig(arch="lenet5", data=str(real_data), img_size=32, epochs=3, seed=7, batch_size=32)
+    cfg = TrainConfig(arch="lenet5", data=str(synthetic_folder), img_size=32, epochs=3, seed=7, batch_size=32)
     save_run(train(cfg, callback=stop_after_first_epoch, stop=stop), root=root)
     save_run(train(TrainConfig(arch="lenet5", data=None, img_size=32, epochs=1, seed=0, batch_size=32)), root=root)
     return root, list_runs(root)[0]
@@ -189,3 +199,53 @@ def tiny_train_settings(at, seeds: str = "0"):
     at.text_input(key="t_seeds").set_value(seeds).run()
     assert not at.exception and not at.error
     return at
+
+
+_READING = (r"^(?P<a>.+) vs (?P<b>.+): (?:they agree on every image, (?P<p0>p [=<] [\d.]+) — no evidence that either is "
+            r"better|they disagree on (?P<d>\d+) images? \((?P=a) alone right on (?P<na>\d+), (?P=b) alone right on "
+            r"(?P<nb>\d+)\), (?P<p>p [=<] [\d.]+) — (?P<verdict>evidence that (?P<better>.+) is better on these test "
+            r"images|no evidence that either is better))$")
+
+
+def check_reading(text: str, alpha: float = 0.05) -> dict:
+    """Parse one plain-language McNemar reading and check it says what its own numbers mean: the counts add
+    up, the p-value is the exact two-sided binomial test of those counts, and "evidence that X is better" is
+    said exactly when p < alpha, naming the run that alone got more images right. Returns the parsed fields."""
+    import re
+
+    from scipy.stats import binomtest
+
+    from cxrviz.metrics import fmt_p
+
+    m = re.match(_READING, text.strip())
+    assert m, f"not a McNemar reading: {text!r}"
+    g = m.groupdict()
+    if g["d"] is None:
+        assert g["p0"] == "p = 1.00", text
+        return g
+    d, na, nb = int(g["d"]), int(g["na"]), int(g["nb"])
+    assert d == na + nb > 0, text
+    p = binomtest(min(na, nb), d, 0.5).pvalue
+    assert g["p"] == fmt_p(p), (text, p)
+    if p < alpha:
+        assert g["better"] == (g["a"] if na > nb else g["b"]), text
+    else:
+        assert g["verdict"] == "no evidence that either is better", text
+    return g
+
+
+@pytest.fixture(scope="session")
+def deck_runs(tmp_path_factory):
+    """The deck's four models (AlexNet, VGG-19, GoogLeNet, ResNet-18), each a real stored run: 1 epoch at 64 px
+    on a tiny synthetic folder (2 + 1 images per class). For tests about "every model". Returns (root, [Run...])."""
+    from cxrviz.data.synthetic import write_folder
+    from cxrviz.runs import list_runs, save_run
+    from cxrviz.train import TrainConfig, train
+
+    data = write_folder(tmp_path_factory.mktemp("deck-data") / "deck-mini", counts={"train": 2, "test": 1}, size=64)
+    root = tmp_path_factory.mktemp("deck-runs")
+    for arch in ("alexnet", "vgg19", "googlenet", "resnet18"):
+        save_run(train(TrainConfig(arch=arch, data=str(data), img_size=64, epochs=1, seed=0, batch_size=6)), root=root)
+    runs, problems = list_runs(root)
+    assert len(runs) == 4 and not problems
+    return root, runs

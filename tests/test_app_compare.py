@@ -21,8 +21,8 @@ def runs_env(tiny_runs, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def jpeg_bytes(real_data) -> tuple[str, bytes]:
-    p = sorted((real_data / "test" / "Viral Pneumonia").iterdir())[0]
+def jpeg_bytes(synthetic_folder) -> tuple[str, bytes]:
+    p = next(p for p in sorted((synthetic_folder / "test" / "Viral Pneumonia").iterdir()) if p.suffix == ".jpg")
     return p.name, p.read_bytes()
 
 
@@ -99,9 +99,9 @@ def test_compare_bad_upload_is_one_clear_line(case, runs_env, bad_inputs):
     assert not at.metric and not at.get("plotly_chart")
 
 
-def test_compare_pick_from_the_test_split(runs_env, real_data):
+def test_compare_pick_from_the_test_split(runs_env, synthetic_folder):
     at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
-    at.session_state["data_path"] = str(real_data)
+    at.session_state["data_path"] = str(synthetic_folder)
     at.run()
     at.switch_page("pages/compare.py").run()
     at.radio(key="compare_how").set_value("Pick from the test split").run()
@@ -208,14 +208,14 @@ def test_misclassified_gallery(runs_env):
 
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def radiograph_dicom(real_data) -> bytes:
+def radiograph_dicom(synthetic_folder) -> bytes:
     """A real radiograph as an uncompressed 16-bit MONOCHROME2 DICOM file."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     from cxrviz.data import decode_image
 
-    g = decode_image(sorted((real_data / "test" / "Normal").iterdir())[0])
+    g = decode_image(sorted((synthetic_folder / "test" / "Normal").iterdir())[0])
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian

@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from conftest import SYNTHETIC_FOLDER, check_reading
+
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-REAL = "Covid19-dataset"
+REAL = SYNTHETIC_FOLDER  # runs trained on the synthetic folder (real files on disk), not the built-in set
 
 
 def _open(page: str) -> AppTest:
@@ -29,6 +31,16 @@ def _md(at: AppTest) -> str:
     return "\n".join(m.value for m in at.markdown)
 
 
+def _readings(md: str) -> list[str]:
+    """The plain-language McNemar sentences shown (one per line, possibly as list items or bold)."""
+    out = []
+    for line in md.splitlines():
+        line = line.strip().lstrip("-*• ").replace("**", "")
+        if " vs " in line and ("evidence that" in line):
+            out.append(line)
+    return out
+
+
 def test_leaderboard_runs_filters_groups_significance(mixed_runs, monkeypatch):
     root, runs = mixed_runs
     monkeypatch.setenv("CXRVIZ_CHECKPOINTS", str(root))
@@ -45,7 +57,10 @@ def test_leaderboard_runs_filters_groups_significance(mixed_runs, monkeypatch):
 
     # paired tests among the four best runs on the same test images, read out in plain language
     md = _md(at)
-    assert " vs " in md and ("no evidence that either is better" in md or "evidence that" in md)
+    readings = _readings(md)
+    assert len(readings) == 6  # the four best runs: every pair, each reading true to its own numbers
+    for r in readings:
+        check_reading(r)
     assert "not comparable" not in md
 
     # status filter drops the stopped run
@@ -77,11 +92,11 @@ def test_leaderboard_pairs_across_image_sizes(mixed_runs, monkeypatch):
     stopped = next(r for r in runs if r.status == "stopped")
     best = max((r for r in runs if r.status == "done" and not r.meta["dataset"].get("synthetic")),
                key=lambda r: r.accuracy)
-    # the stopped run (32 px) was evaluated on the same 66 images: comparable despite its other image size
+    # the stopped run (32 px) was evaluated on the same test images: comparable despite its other image size
     at.multiselect(key=f"lb_pick_{REAL}").set_value([best.id, stopped.id]).run()
     _ok(at)
-    md = _md(at)
-    assert "disagree on" in md or "agree on every image" in md
+    (reading,) = _readings(_md(at))
+    check_reading(reading)
 
 
 def test_delete_run_needs_confirmation(mixed_runs, tmp_path, monkeypatch):
@@ -121,7 +136,7 @@ def test_seminar_view(mixed_runs, monkeypatch):
     assert "±" in t.loc["ResNet-18", "cxrviz acc"]
     md = _md(at)
     assert "font-size" in md  # the projector CSS
-    assert "66 images" in md and "1.5 points" in md and "paediatric" in md
+    assert "24 images" in md and "4.2 points" in md and "paediatric" in md
     labels = {b.label for b in at.download_button}
     assert "⬇️ Chart (PNG)" in labels
 

@@ -1,12 +1,13 @@
 """AppTest of the Overview and Train pages: they render without an exception, show the expected widgets,
 and launching from Train puts real jobs into the app's process-wide registry."""
+import re
 import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest import tiny_train_settings
+from conftest import ROOT, tiny_train_settings
 from cxrviz.jobs import CANCELLED, DONE, QUEUED, RUNNING, STOPPED
 from cxrviz.models import REGISTRY
 
@@ -67,19 +68,19 @@ def test_overview_rejects_a_bad_folder_and_keeps_the_previous_dataset(tmp_path):
     assert any("no train/ folder" in e.value for e in at.error)
 
 
-def test_overview_real_dataset(real_data):
+def test_overview_dataset_folder(synthetic_folder):
     at = page("overview")
-    at.text_input(key="ov_path").set_value(str(real_data)).run()
+    at.text_input(key="ov_path").set_value(str(synthetic_folder)).run()
     assert not at.exception and not at.error
     assert not any("SYNTHETIC DATA" in w.value for w in at.warning)
     metrics = {m.label: m.value for m in at.metric}
-    assert (metrics["Training images"], metrics["Test images"]) == ("251", "66")
+    assert (metrics["Training images"], metrics["Test images"]) == ("72", "24")  # 24 + 8 per class
     assert len(at.get("image")) >= 3 * 5
     assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 6  # size table: 2 splits x 3 classes
     # remembered for the session: other pages train on it
     at.switch_page("pages/train.py").run()
     assert not at.exception
-    assert "Covid19-dataset" in texts(at)
+    assert synthetic_folder.name in texts(at)
 
 
 # ------------------------------------------------------------------------------------------ train
@@ -127,18 +128,39 @@ def _tiny_launch(at: AppTest, seeds: str = "0") -> AppTest:
     return tiny_train_settings(at, seeds).button(key="t_launch").click().run()
 
 
+DOUBLE_CLICK_S = float(re.search(r"^DOUBLE_CLICK_S = ([\d.]+)", (ROOT / "pages" / "train.py").read_text(), re.M)[1])
+
+
+class _Clock:
+    """The double-click window's clock, moved by the test (no real time involved)."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 def test_launch_creates_jobs_seen_by_every_session(registry, ckpt_root):
     at = page("train")
+    clock = at.session_state["train_clock"] = _Clock()
     _tiny_launch(at, seeds="0, 1")
     assert not at.exception
     snaps = registry.snapshots()
     assert [(s.arch, s.seed, s.config["img_size"], s.config["epochs"]) for s in snaps] == \
         [("lenet5", 0, 32, 1), ("lenet5", 1, 32, 1)]
-    # the rerun after the click (or a double click) queues nothing more
+    # the rerun after the click, and the same launch again within the double-click window, queue nothing more
     at.run()
+    clock.t += DOUBLE_CLICK_S - 0.1
     at.button(key="t_launch").click().run()
     assert len(registry.snapshots()) == 2
-    assert registry.wait(120)
+    assert any("double click ignored" in t.value for t in at.toast)
+    assert registry.wait(300)
+    # after the window, the same launch is a deliberate new one
+    clock.t += 0.2
+    at.button(key="t_launch").click().run()
+    assert not at.exception and len(registry.snapshots()) == 4
+    assert registry.wait(300)
     # a second session (another tab, or a reload) sees the same finished jobs, with charts
     other = page("train")
     body = texts(other)
@@ -146,7 +168,7 @@ def test_launch_creates_jobs_seen_by_every_session(registry, ckpt_root):
         assert s.status == DONE and s.run_id
         assert s.label in body and s.run_id in body
     assert len(other.get("plotly_chart")) >= 2
-    # the runs are on disk for the leaderboard
+    # the runs (all four) are on disk for the leaderboard
     assert sorted(p.name for p in ckpt_root.iterdir()) == sorted(s.run_id for s in registry.snapshots())
 
 
@@ -167,7 +189,7 @@ def test_stop_button_on_a_running_card(registry):
     from cxrviz.train import TrainConfig
 
     jid, = registry.submit([TrainConfig(arch="lenet5", img_size=32, epochs=500)])
-    end = time.time() + 90
+    end = time.time() + 300  # a hang guard, not a speed requirement
     while time.time() < end and not registry.get(jid).history:
         time.sleep(0.05)
     assert registry.get(jid).status == RUNNING
@@ -176,7 +198,7 @@ def test_stop_button_on_a_running_card(registry):
     at.toggle(key=f"keep_{jid}").set_value(False)
     at.button(key=f"stop_{jid}").click().run()
     assert not at.exception
-    assert registry.wait(10)
+    assert registry.wait(300)
     s = registry.get(jid)
     assert s.status == STOPPED and s.run_id is None  # discarded as chosen
     at.run()

@@ -5,18 +5,18 @@ import os
 import subprocess
 from pathlib import Path
 
-from cxrviz.bench import format_report, run_bench
+from cxrviz.bench import format_report, run_bench, sanity_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_bench_quick_report_is_well_formed(real_data, tmp_path):
+def test_bench_quick_report_is_well_formed(synthetic_folder, tmp_path):
     out = tmp_path / "bench.json"
-    r = run_bench(quick=True, data=str(real_data), out=str(out), log=lambda s: None)
+    r = run_bench(quick=True, data=str(synthetic_folder), out=str(out), log=lambda s: None)
     saved = json.loads(out.read_text())
     assert saved["quick"] is True and saved["machine"]["torch"]
     a = saved["input"]
-    assert a["images"] == 251 and 200 < a["cxrviz_decodes"] <= 251 and a["naive_epoch_s"] > 0  # duplicates decode once
+    assert a["images"] == 72 and a["cxrviz_decodes"] == 72 and a["naive_epoch_s"] > 0  # each file decoded once
     assert a["cxrviz_later_epoch_s"] > 0 and a["speedup_after_first"] > 0
     assert {o["arch"] for o in saved["overhead"]} == {"resnet18", "alexnet"}
     assert all(o["trainer_img_s"] > 0 and o["bare_img_s"] > 0 for o in saved["overhead"])
@@ -33,12 +33,26 @@ def test_bench_quick_report_is_well_formed(real_data, tmp_path):
     for heading in ("a. input pipeline", "b. trainer overhead", "c. end to end", "d. app latencies",
                     "e. run-time estimate", "external validation"):
         assert heading in text
+    # the side-by-side ratios are sane (what `bench --quick` checks to exit 0): a regression fails here
+    assert sanity_problems(saved) == []
 
 
-def test_gpu_script_runs_on_cpu_with_tiny_config(real_data, tmp_path):
+def test_bench_sanity_flags_a_regression(capsys):
+    """`bench --quick` exits non-zero when a ratio says something regressed: checked on reports, not timed."""
+    good = {"input": {"speedup_after_first": 40.0}, "end_to_end": {"test_acc": 0.5}, "app": {"registry_lag_s": 0.001},
+            "overhead": [{"arch": "resnet18", "size": 64, "trainer_img_s": 90.0, "bare_img_s": 100.0}]}
+    assert sanity_problems(good) == []
+    slow_cache = {**good, "input": {"speedup_after_first": 3.0}}
+    assert sanity_problems(slow_cache) == ["input pipeline: cache speed-up 3.0x is not above 5x"]
+    slow_trainer = {**good, "overhead": [{"arch": "alexnet", "size": 64, "trainer_img_s": 20.0, "bare_img_s": 100.0}]}
+    assert len(sanity_problems(slow_trainer)) == 1 and "alexnet" in sanity_problems(slow_trainer)[0]
+    assert len(sanity_problems({**good, "end_to_end": {"test_acc": None}, "app": {}})) == 2
+
+
+def test_gpu_script_runs_on_cpu_with_tiny_config(synthetic_folder, tmp_path):
     env = dict(os.environ, DEVICE="cpu", IMG="64", EPOCHS="1", SKIP_INSTALL="1",
                CXRVIZ_CHECKPOINTS=str(tmp_path / "ck"), CXRVIZ_CACHE=os.environ["CXRVIZ_CACHE"])
-    p = subprocess.run(["bash", "benchmarks/gpu.sh", str(real_data)], cwd=ROOT, env=env, capture_output=True,
+    p = subprocess.run(["bash", "benchmarks/gpu.sh", str(synthetic_folder)], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-2000:]
     for name in ("AlexNet", "VGG-19", "GoogLeNet", "ResNet-18"):
@@ -48,9 +62,9 @@ def test_gpu_script_runs_on_cpu_with_tiny_config(real_data, tmp_path):
     assert len(list((tmp_path / "ck").iterdir())) == 4
 
 
-def test_recipe_sweep_runs_and_reports(real_data, tmp_path):
+def test_recipe_sweep_runs_and_reports(synthetic_folder, tmp_path):
     out = tmp_path / "sweep.jsonl"
-    p = subprocess.run(["python3", "benchmarks/recipe_sweep.py", "--data", str(real_data), "--arch", "lenet5",
+    p = subprocess.run(["python3", "benchmarks/recipe_sweep.py", "--data", str(synthetic_folder), "--arch", "lenet5",
                         "--grid", "tiny", "--img-size", "32", "--epochs", "1", "--seeds", "0", "1", "--jobs", "2",
                         "--threads", "1", "--device", "cpu", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -28,8 +28,8 @@ def test_models_json_lists_registry(capsys):
     assert 1.6 < by["resnet18"]["gflops@224"] < 1.9 and by["resnet18"]["params"] == 11_171_779
 
 
-def test_train_table_evaluate_predict(real_data, ckpt_root, capsys):
-    assert main(["train", "--arch", "lenet5", "resnet18", "--data", str(real_data), "--img-size", "40",
+def test_train_table_evaluate_predict(synthetic_folder, ckpt_root, capsys):
+    assert main(["train", "--arch", "lenet5", "resnet18", "--data", str(synthetic_folder), "--img-size", "40",
                  "--epochs", "1", "--seeds", "0", "1", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert out.count("test acc") == 4
@@ -39,12 +39,14 @@ def test_train_table_evaluate_predict(real_data, ckpt_root, capsys):
     df = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
     assert len(df) == 4 and {"model", "test acc", "95 % CI"} <= set(df.columns)
     assert main(["table", "--format", "md", "--groups"]) == 0
-    assert capsys.readouterr().out.count("\n") >= 4  # header, rule, 2 groups
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert len(lines) == 2 + 2 and lines[0].startswith("|")  # header, rule, one row per architecture (2 seeds each)
+    assert sorted(ln.split("|")[1].strip() for ln in lines[2:]) == ["LeNet-5", "ResNet-18"]
     run = next(r for r in runs if r.startswith("resnet18"))
     assert main(["evaluate", run]) == 0
     out = capsys.readouterr().out
-    assert "66 test images" in out and "confusion" in out
-    img = next((real_data / "test" / "Covid").iterdir())
+    assert "24 test images" in out and "confusion" in out
+    img = next((synthetic_folder / "test" / "Covid").iterdir())
     assert main(["predict", str(img), "--format", "json"]) == 0
     preds = json.loads(capsys.readouterr().out)
     assert {p["arch"] for p in preds} == {"lenet5", "resnet18"}
@@ -53,8 +55,8 @@ def test_train_table_evaluate_predict(real_data, ckpt_root, capsys):
     assert "model says" in capsys.readouterr().out
 
 
-def test_reproduce_prints_deck_table(real_data, ckpt_root, capsys):
-    assert main(["reproduce", "--data", str(real_data), "--img-size", "64", "--epochs", "1", "--quiet"]) == 0
+def test_reproduce_prints_deck_table(synthetic_folder, ckpt_root, capsys):
+    assert main(["reproduce", "--data", str(synthetic_folder), "--img-size", "64", "--epochs", "1", "--quiet"]) == 0
     out = capsys.readouterr().out
     for name, deck in (("AlexNet", "80.3 %"), ("VGG-19", "83.3 %"), ("GoogLeNet", "89.4 %"), ("ResNet-18", "90.9 %")):
         line = next(ln for ln in out.splitlines() if ln.startswith(name))
@@ -75,8 +77,8 @@ def test_user_errors_are_one_line(args, msg, ckpt_root):
     assert msg in p.stderr and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
 
 
-def test_predict_without_runs(ckpt_root, real_data):
-    img = next((real_data / "test" / "Normal").iterdir())
+def test_predict_without_runs(ckpt_root, synthetic_folder):
+    img = next((synthetic_folder / "test" / "Normal").iterdir())
     p = cli("predict", str(img), env={"CXRVIZ_CHECKPOINTS": str(ckpt_root)})
     assert p.returncode == 2 and "no stored runs yet" in p.stderr
 

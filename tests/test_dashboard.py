@@ -109,8 +109,8 @@ def test_sample_images_synthetic():
         assert all(img.shape == (48, 48) and img.dtype == np.uint8 for img, _ in items)
 
 
-def test_sample_images_and_sizes_real(real_data):
-    src = open_dataset(real_data)
+def test_sample_images_and_sizes_of_a_folder(synthetic_folder):
+    src = open_dataset(synthetic_folder)
     grid = sample_images(src, per_class=3, size=64)
     assert all(len(v) == 3 for v in grid.values())
     rows = image_size_stats(src)

@@ -19,11 +19,12 @@ from cxrviz.data import (
 from cxrviz.data.dataset import _SPLIT_MEMO
 
 
-def _mini_dataset(real_data: Path, dst: Path, per_class: int = 3, test_name: str = "test") -> Path:
+def _mini_dataset(folder: Path, dst: Path, per_class: int = 3, test_name: str = "test") -> Path:
+    """A small copy of a Kaggle-layout folder (the session's synthetic folder: real PNG/JPEG files)."""
     for split, name in (("train", "train"), ("test", test_name)):
         for c in ("Covid", "Normal", "Viral Pneumonia"):
             (dst / name / c).mkdir(parents=True)
-            for f in sorted((real_data / split / c).iterdir())[:per_class]:
+            for f in sorted((folder / split / c).iterdir())[:per_class]:
                 shutil.copy(f, dst / name / c / f.name)
     return dst
 
@@ -54,8 +55,8 @@ def test_bad_folders(tmp_path, make, expect):
         open_dataset(make(tmp_path))
 
 
-def test_no_test_split_and_class_mismatch_and_empty_class(tmp_path, real_data):
-    root = _mini_dataset(real_data, tmp_path / "ds", per_class=1)
+def test_no_test_split_and_class_mismatch_and_empty_class(tmp_path, synthetic_folder):
+    root = _mini_dataset(synthetic_folder, tmp_path / "ds", per_class=1)
     shutil.rmtree(root / "test" / "Normal")
     with pytest.raises(DatasetError, match="different classes.*only in train: \\['Normal'\\]"):
         open_dataset(root)
@@ -67,8 +68,8 @@ def test_no_test_split_and_class_mismatch_and_empty_class(tmp_path, real_data):
         open_dataset(root)
 
 
-def test_val_split_junk_and_nested_root(tmp_path, real_data):
-    root = _mini_dataset(real_data, tmp_path / "download" / "Covid19-dataset", per_class=2, test_name="val")
+def test_val_split_junk_and_nested_root(tmp_path, synthetic_folder):
+    root = _mini_dataset(synthetic_folder, tmp_path / "download" / "Covid19-dataset", per_class=2, test_name="val")
     (root / "train" / "Covid" / ".DS_Store").write_bytes(b"\0\0junk")
     (root / "train" / "Covid" / "Thumbs.db").write_bytes(b"junk")
     (root / "train" / "Covid" / "notes").mkdir()
@@ -80,8 +81,8 @@ def test_val_split_junk_and_nested_root(tmp_path, real_data):
     assert any("readme.txt" in i for i in src.ignored) and any("Thumbs.db" in i for i in src.ignored)
 
 
-def test_unreadable_files_reported_and_skipped(tmp_path, real_data):
-    root = _mini_dataset(real_data, tmp_path / "ds", per_class=2)
+def test_unreadable_files_reported_and_skipped(tmp_path, synthetic_folder):
+    root = _mini_dataset(synthetic_folder, tmp_path / "ds", per_class=2)
     (root / "train" / "Covid" / "broken.png").write_bytes(b"this is not a png")
     (root / "train" / "Normal" / "empty.jpg").write_bytes(b"")
     src = open_dataset(root)
@@ -90,8 +91,8 @@ def test_unreadable_files_reported_and_skipped(tmp_path, real_data):
     assert len(s.errors) == 2 and any("broken.png" in e for e in s.errors) and any("empty.jpg" in e for e in s.errors)
 
 
-def test_decode_once_cache_memory_and_disk(tmp_path, real_data):
-    root = _mini_dataset(real_data, tmp_path / "ds", per_class=2)
+def test_decode_once_cache_memory_and_disk(tmp_path, synthetic_folder):
+    root = _mini_dataset(synthetic_folder, tmp_path / "ds", per_class=2)
     src = open_dataset(root)
     cache = ImageCache(tmp_path / "cache")
     a = load_split(src, "train", 40, cache=cache)
@@ -119,8 +120,8 @@ def test_decode_once_cache_memory_and_disk(tmp_path, real_data):
     assert again.decodes == 1 and torch.equal(a.images, d.images)
 
 
-def test_content_keyed_cache_sees_changed_file(tmp_path, real_data):
-    root = _mini_dataset(real_data, tmp_path / "ds", per_class=1)
+def test_content_keyed_cache_sees_changed_file(tmp_path, synthetic_folder):
+    root = _mini_dataset(synthetic_folder, tmp_path / "ds", per_class=1)
     src = open_dataset(root)
     cache = ImageCache(tmp_path / "cache")
     a = load_split(src, "train", 32, cache=cache)
@@ -144,6 +145,53 @@ def test_augment_batch_shapes_range_and_determinism():
     assert not cfg.hflip  # a chest is not left-right symmetric
 
 
+def _augment_reference(x: torch.Tensor, cfg, g: torch.Generator) -> torch.Tensor:
+    """The straightforward augmentation (before the pinned-copy change): the same random draws, in the same
+    order, each parameter tensor copied to the device on its own."""
+    import math
+
+    import torch.nn.functional as F
+
+    b = x.shape[0]
+    area = torch.rand(b, generator=g) * (cfg.scale[1] - cfg.scale[0]) + cfg.scale[0]
+    lo, hi = math.log(cfg.ratio[0]), math.log(cfg.ratio[1])
+    r = torch.exp(torch.rand(b, generator=g) * (hi - lo) + lo)
+    sx = torch.sqrt(area * r).clamp(max=1.0)
+    sy = torch.sqrt(area / r).clamp(max=1.0)
+    tx = (torch.rand(b, generator=g) * 2 - 1) * (1 - sx)
+    ty = (torch.rand(b, generator=g) * 2 - 1) * (1 - sy)
+    ang = (torch.rand(b, generator=g) * 2 - 1) * math.radians(cfg.rotate_deg)
+    flip = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if cfg.hflip else torch.ones(b)
+    theta = torch.stack([torch.stack([sx * torch.cos(ang) * flip, -sy * torch.sin(ang), tx], 1),
+                         torch.stack([sx * torch.sin(ang) * flip, sy * torch.cos(ang), ty], 1)], 1)
+    bright = (torch.rand(b, generator=g) * 2 - 1) * cfg.brightness
+    contrast = 1 + (torch.rand(b, generator=g) * 2 - 1) * cfg.contrast
+    theta, bright, contrast = (t.to(x.device, x.dtype) for t in (theta, bright, contrast))
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = (x - mean) * contrast.view(-1, 1, 1, 1) + mean + bright.view(-1, 1, 1, 1)
+    return x.clamp_(0, 1)
+
+
+@pytest.mark.parametrize("level", ["none", "light", "standard", "standard+hflip"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_augment_is_bit_identical_to_the_straightforward_version(level, dtype):
+    """The one-copy (pinned on a GPU) parameter transfer changes nothing on the CPU: bit-identical output."""
+    from dataclasses import replace
+
+    cfg = AUGMENT_LEVELS[level.split("+")[0]]
+    if level.endswith("+hflip"):
+        cfg = replace(cfg, hflip=True)
+    x = torch.rand(7, 1, 33, 40, generator=torch.Generator().manual_seed(5), dtype=torch.float64).to(dtype)
+    for seed in (0, 1, 2):
+        ga, gb = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        a = augment_batch(x.clone(), cfg, ga)
+        b = _augment_reference(x.clone(), cfg, gb)
+        assert a.dtype == b.dtype == dtype and torch.equal(a, b)
+        assert torch.equal(ga.get_state(), gb.get_state())  # the same random draws were consumed
+
+
 def test_synthetic_source_counts():
     src = synthetic_source()
     counts = src.counts()
@@ -153,13 +201,22 @@ def test_synthetic_source_counts():
     assert np.unique(s.labels.numpy()).tolist() == [0, 1, 2]
 
 
-def test_duplicates_across_splits_are_found(real_data, tmp_path):
-    src = open_dataset(real_data)
-    dup = find_duplicates(src)
-    # the Kaggle set ships test images that are byte-identical copies of training images
-    assert "test/Covid/COVID-00033.jpg" in dup["cross_split"] and len(dup["cross_split"]) >= 5
-    root = _mini_dataset(real_data, tmp_path / "ds", per_class=1)
-    assert find_duplicates(open_dataset(root))["cross_split"] == []
-    shutil.copy(root / "train" / "Normal" / next(iter(sorted(p.name for p in (root / "train" / "Normal").iterdir()))),
-                root / "test" / "Normal" / "copy.jpeg")
-    assert find_duplicates(open_dataset(root))["cross_split"] == ["test/Normal/copy.jpeg"]
+def test_duplicates_across_splits_of_the_kaggle_set(real_data):
+    # the Kaggle set ships 6 test images that are byte-identical copies of training images (README, Overview)
+    dup = find_duplicates(open_dataset(real_data))
+    assert len(dup["cross_split"]) == 6 and "test/Covid/COVID-00033.jpg" in dup["cross_split"]
+    assert len(dup["groups"]) == 10  # the other 4 groups are copies within one split
+
+
+def test_duplicates_are_counted_exactly(synthetic_folder, tmp_path):
+    root = _mini_dataset(synthetic_folder, tmp_path / "ds", per_class=2)
+    assert find_duplicates(open_dataset(root)) == {"groups": [], "cross_split": []}
+    normal = sorted((root / "train" / "Normal").iterdir())
+    covid = sorted((root / "train" / "Covid").iterdir())
+    shutil.copy(normal[0], root / "test" / "Normal" / "copy.jpeg")  # leakage: a training image in test/
+    shutil.copy(covid[1], root / "test" / "Covid" / "copy-a.png")  # the same training image twice in test/
+    shutil.copy(covid[1], root / "test" / "Covid" / "copy-b.png")
+    shutil.copy(covid[0], root / "train" / "Covid" / "again.png")  # a copy within train/ only: not leakage
+    dup = find_duplicates(open_dataset(root))
+    assert dup["cross_split"] == ["test/Covid/copy-a.png", "test/Covid/copy-b.png", "test/Normal/copy.jpeg"]
+    assert len(dup["groups"]) == 3 and sorted(len(g) for g in dup["groups"]) == [2, 2, 3]

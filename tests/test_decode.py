@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import struct
-import time
 import zlib
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from cxrviz.data.decode import (
     resize_square,
 )
 
-DATASET = Path(__file__).resolve().parents[1].parent / "shared/data/Covid19-dataset"
+
 
 
 # --------------------------------------------------------------------------
@@ -72,7 +71,7 @@ def _assert_msg(exc: ImageDecodeError, name: str, *fragments: str) -> None:
 
 # DICOM helpers -------------------------------------------------------------
 
-pydicom = pytest.importorskip("pydicom")
+import pydicom  # noqa: E402  (in requirements.txt: a missing pydicom is a failure, not a skip)
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.encaps import encapsulate  # noqa: E402
 from pydicom.uid import (  # noqa: E402
@@ -299,15 +298,18 @@ def test_truncated_png(tmp_path):
 
 
 @pytest.mark.parametrize("size", [(20000, 20000), (9000, 9000)])
-def test_decompression_bomb_rejected_quickly(size):
-    # 20000^2 exceeds Pillow's own hard limit; 9000^2 only ours (64M)
+def test_decompression_bomb_rejected_before_decoding(size, monkeypatch):
+    # 20000^2 exceeds Pillow's own hard limit; 9000^2 only ours (64M). Rejected from the header: Pillow never
+    # starts decoding pixels (counted, not timed)
     data = _forged_png(*size)
     assert len(data) < 200
-    t0 = time.perf_counter()
+    loads = []
+    real_load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self: (loads.append(self.size), real_load(self))[1])
     with pytest.raises(ImageDecodeError) as ei:
         decode_image(data, name="bomb.png")
-    assert time.perf_counter() - t0 < 1.0
     _assert_msg(ei.value, "bomb.png", "bomb")
+    assert loads == []
 
 
 def test_over_max_bytes(tmp_path):
@@ -340,9 +342,13 @@ def test_garbage_and_random_truncations_only_raise_decode_error():
     png = buf.getvalue()
     ds = _mono_ds(_gradient().astype(np.uint16), "MONOCHROME2", 8)
     dcm = _dcm_bytes(ds)
+    # a PNG or DICOM cut short anywhere is an error (README: "truncated ... one line"), never a picture
+    for whole, name in ((png, "cut.png"), (dcm, "cut.dcm")):
+        for c in sorted({*range(1, 40), *rng.integers(1, len(whole), 30).tolist(), *range(len(whole) - 40, len(whole))}):
+            with pytest.raises(ImageDecodeError) as ei:
+                decode_image(whole[:c], name=name)
+            assert str(ei.value).startswith(f"{name}: ") and "\n" not in str(ei.value), c
     samples = [rng.integers(0, 256, int(n), dtype=np.uint8).tobytes() for n in (1, 7, 131, 500)]
-    samples += [png[: int(c)] for c in rng.integers(1, len(png), 8)]
-    samples += [dcm[: int(c)] for c in rng.integers(1, len(dcm), 8)]
     mutated = bytearray(png)
     mutated[40:60] = b"\xff" * 20
     samples.append(bytes(mutated))
@@ -373,11 +379,8 @@ def big_jpeg(tmp_path_factory) -> Path:
 def test_large_jpeg_decodes_fast_with_draft(big_jpeg):
     with Image.open(big_jpeg) as im:
         assert im.size[0] * im.size[1] == MAX_PIXELS
-    t0 = time.perf_counter()
     out = decode_image(big_jpeg, draft_size=256)
-    elapsed = time.perf_counter() - t0
-    assert out.shape == (1000, 1000)  # 8000 / 8, still >= 256
-    assert elapsed < 2.0, elapsed
+    assert out.shape == (1000, 1000)  # decoded at 1/8 scale by JPEG draft mode (8000 / 8, still >= 256)
     small = resize_square(out, 256)
     assert small.shape == (256, 256) and small.dtype == np.uint8
 
@@ -391,18 +394,10 @@ def test_draft_never_goes_below_requested(tmp_path):
     assert decode_image(p).shape == (480, 640)
 
 
-def _real_files(n: int = 3) -> list[Path]:
-    d = DATASET / "train" / "Covid"
-    if not d.is_dir():
-        pytest.skip(f"dataset not found at {d}")
-    files = sorted(p for p in d.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    if not files:
-        pytest.skip("no dataset images")
-    return files[:n]
-
-
-def test_real_dataset_files():
-    for p in _real_files():
+def test_real_dataset_files(real_data):
+    files = sorted(p for p in (real_data / "train" / "Covid").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    assert len(files) >= 3
+    for p in files[:3]:
         full = decode_image(p)
         fast = decode_image(p, draft_size=256)
         assert full.dtype == fast.dtype == np.uint8
@@ -553,10 +548,9 @@ def test_dicom_undecodable_transfer_syntax(uid):
 def test_dicom_header_bomb_rejected_before_decoding():
     ds = _mono_ds(np.zeros((4, 4), np.uint16), "MONOCHROME2")
     ds.Rows, ds.Columns = 10000, 10000
-    t0 = time.perf_counter()
     with pytest.raises(ImageDecodeError) as ei:
         decode_image(_dcm_bytes(ds), name="huge.dcm")
-    assert time.perf_counter() - t0 < 1.0
+    # from the header alone: decoding the 4x4 pixel data would have failed as truncated, not as a bomb
     _assert_msg(ei.value, "huge.dcm", "bomb")
 
 

@@ -42,9 +42,9 @@ from cxrviz.train import Preprocess
 
 
 @pytest.fixture(scope="module")
-def radiograph(real_data) -> np.ndarray:
+def radiograph(synthetic_folder) -> np.ndarray:
     """One real chest X-ray, decoded by the real decoder."""
-    path = sorted((real_data / "test" / "Covid").iterdir())[0]
+    path = sorted((synthetic_folder / "test" / "Covid").iterdir())[0]
     return decode_image(path)
 
 
@@ -145,15 +145,22 @@ def test_compute_cam_errors(radiograph):
 
 
 # ------------------------------------------------------------------------------------------ stored runs
-def test_explain_runs_every_method_on_tiny_runs(tiny_runs, real_data):
+def test_explain_runs_every_method_on_tiny_runs(tiny_runs, synthetic_folder):
     root, runs = tiny_runs
-    img = ImageInput(path=sorted((real_data / "test" / "Normal").iterdir())[0], name="n.jpeg")
+    import io
+
+    from PIL import Image
+
+    small = Image.open(sorted((synthetic_folder / "test" / "Normal").iterdir())[0]).convert("L")
+    buf = io.BytesIO()
+    small.resize((1000, 800), Image.BILINEAR).save(buf, "PNG")  # larger than the display size, not square
+    img = ImageInput(data=buf.getvalue(), name="n.png")
     cache = ModelCache()
     preds, errors = predict_runs(img, runs, cache.get)
     assert not errors and len(preds) == len(runs)
     by_run = {p.run_id: p for p in preds}
-    h, w = display_image(img.gray()).shape  # overlays come at the display size (longest side <= 448)
-    assert max(h, w) == 448
+    h, w = display_image(img.gray()).shape  # overlays come at the display size (longest side 448)
+    assert (h, w) == (358, 448)
     for method in CAM_METHODS:
         use = [r for r in runs if r.arch == "lenet5"] if method in SLOW_METHODS else runs
         calls = []
@@ -234,8 +241,8 @@ def test_misclassified_gallery(tiny_runs):
             assert ex.ok and ex.prediction.predicted == w["predicted"]
 
 
-def test_test_split_helpers(real_data):
-    src = open_dataset(real_data)
+def test_test_split_helpers(synthetic_folder):
+    src = open_dataset(synthetic_folder)
     items = list_test_images(src)
     assert len(items) == len(src.files["test"]) and items[0][1] in src.classes
     img = get_test_image(src, 0)
@@ -248,9 +255,9 @@ def test_test_split_helpers(real_data):
     assert np.array_equal(again.gray(), simg.gray())
 
 
-def test_image_input_decodes_like_training(real_data):
+def test_image_input_decodes_like_training(synthetic_folder):
     """A JPEG is decoded per run size with draft_size=size, exactly as the training cache does."""
-    p = max((real_data / "test").rglob("*.jp*g"), key=lambda f: f.stat().st_size)
+    p = max((synthetic_folder / "test").rglob("*.jp*g"), key=lambda f: f.stat().st_size)
     img = ImageInput(data=p.read_bytes(), name=p.name)
     assert np.array_equal(img.gray(64), decode_image(p, draft_size=64))
     assert np.array_equal(img.gray(), decode_image(p, draft_size=448))
@@ -291,6 +298,31 @@ def test_model_cache_loads_once_and_releases(tiny_runs):
     assert cache.get(runs[0])[0] is not m1
 
 
+def test_app_model_cache_keeps_the_16_last_used(lenet_run, tmp_path):
+    """The README's "model cache of 16": the app's cache holds at most 16 loaded models, least recently used
+    out first (17 copies of one stored run, each its own run id)."""
+    import shutil
+
+    from cxrviz.runs import read_run
+    from pages.common import model_cache
+
+    cache = model_cache()
+    assert cache.max_items == 16
+    cache = ModelCache(max_items=cache.max_items)  # the app's settings, a private instance for the test
+    _, run = lenet_run
+    runs = []
+    for i in range(17):
+        shutil.copytree(run.path, tmp_path / f"copy{i:02d}")
+        runs.append(read_run(tmp_path / f"copy{i:02d}"))
+    first = {r.id: cache.get(r)[0] for r in runs[:16]}
+    assert cache.ids() == [r.id for r in runs[:16]]
+    assert cache.get(runs[0])[0] is first[runs[0].id]  # a hit: now the most recently used
+    cache.get(runs[16])  # the 17th evicts the least recently used: copy01, not copy00
+    assert len(cache.ids()) == 16 and runs[1].id not in cache.ids() and runs[0].id in cache.ids()
+    assert cache.ids()[-2:] == [runs[0].id, runs[16].id]
+    assert cache.get(runs[1])[0] is not first[runs[1].id]  # loaded again
+
+
 def test_best_runs_picks_one_per_architecture(tiny_runs):
     _, runs = tiny_runs
     best = best_runs(runs)
@@ -324,9 +356,9 @@ def test_cli_predict_no_runs_and_missing_file(radiograph, tmp_path, ckpt_root, c
     assert err.startswith("error: missing.png: cannot read file") and "\n" not in err
 
 
-def test_cli_predict_subprocess(tiny_runs, real_data, monkeypatch):
+def test_cli_predict_subprocess(tiny_runs, synthetic_folder, monkeypatch):
     root, runs = tiny_runs
-    img = sorted((real_data / "test" / "Viral Pneumonia").iterdir())[0]
+    img = sorted((synthetic_folder / "test" / "Viral Pneumonia").iterdir())[0]
     env = {**__import__("os").environ, "CXRVIZ_CHECKPOINTS": str(root)}
     r = subprocess.run([sys.executable, "-m", "cxrviz", "predict", str(img)], capture_output=True, text=True,
                        env=env, cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]), timeout=300)

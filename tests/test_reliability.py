@@ -117,9 +117,10 @@ def one_line(msg: str, name: str, fragment: str) -> None:
 
 # ------------------------------------------------------------------------------------------ engine
 @pytest.mark.parametrize("case", CASES)
-def test_engine_decode_and_predict(case, corpus, lenet_run, tmp_path):
+def test_engine_decode_and_predict(case, corpus, lenet_run, deck_runs, tmp_path):
     name, data, expected = corpus[case]
     _, run = lenet_run
+    _, deck = deck_runs
     path = tmp_path / name
     path.write_bytes(data)
     if isinstance(expected, str):
@@ -138,8 +139,16 @@ def test_engine_decode_and_predict(case, corpus, lenet_run, tmp_path):
         pred, = predict_image(gray, [run])
         assert pred.predicted in run.classes and abs(sum(pred.probs) - 1) < 1e-4
         assert all(np.isfinite(pred.probs))
-    preds, failures = predict_runs(ImageInput(data=data, name=name), [run])  # the app's path
-    assert len(preds) == 1 and not failures
+    # "predicted by every model": the deck's four (AlexNet, VGG-19, GoogLeNet, ResNet-18) and LeNet-5
+    preds, failures = predict_runs(ImageInput(data=data, name=name), [run] + deck)  # the app's path
+    assert not failures and sorted(p.arch for p in preds) == ["alexnet", "googlenet", "lenet5", "resnet18", "vgg19"]
+    assert all(abs(sum(p.probs) - 1) < 1e-4 and np.all(np.isfinite(p.probs)) for p in preds)
+    if case == "png-8000x8000":  # shown and explained at the display size: longest side 448 px
+        from cxrviz.explain import display_image, explain_runs
+
+        assert display_image(decode_image(data, name=name)).shape == (448, 448)
+        ex, = explain_runs(ImageInput(data=data, name=name), [run], None, "GradCAM")
+        assert ex.ok and ex.overlay.shape == (448, 448, 3)
 
 
 # ------------------------------------------------------------------------------------------ CLI

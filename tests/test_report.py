@@ -33,8 +33,9 @@ from cxrviz.report import (
     unique_labels,
 )
 from cxrviz.runs import list_runs
+from conftest import SYNTHETIC_COUNTS, SYNTHETIC_FOLDER, check_reading
 
-REAL = "Covid19-dataset"
+REAL = SYNTHETIC_FOLDER  # runs trained on the synthetic folder (real files on disk), not the built-in set
 
 
 def _by_arch(runs, arch, seed=None):
@@ -54,7 +55,7 @@ def test_runs_frame_columns_and_values(tiny_runs):
         assert row.train_min == pytest.approx(r.meta["timings"]["train_eval_s"] / 60)
         assert row.gflops > 0 and row.params_M > 0 and row.img_size == 64
         assert row.ci_low <= row.accuracy <= row.ci_high
-        assert row.n_test == 66
+        assert row.n_test == 3 * SYNTHETIC_COUNTS["test"]
 
 
 def test_groups_frame_aggregates_seeds(tiny_runs):
@@ -194,7 +195,29 @@ def test_significance_on_same_test_images(tiny_runs):
     pr = sig["pairs"][0]
     assert (pr["a_only"], pr["b_only"], pr["p_value"]) == (ref["a_only"], ref["b_only"], ref["p_value"])
     assert pr["reading"].startswith(f"{sig['labels'][0]} vs {sig['labels'][1]}: ")
-    assert ("disagree on" in pr["reading"]) or ("agree on every image" in pr["reading"])
+    for pr in sig["pairs"]:  # every reading says what its own counts and exact p-value mean
+        g = check_reading(pr["reading"])
+        if pr["disagree"]:
+            assert (int(g["na"]), int(g["nb"])) == (pr["a_only"], pr["b_only"])
+
+
+@pytest.mark.parametrize("a_only,b_only,verdict", [
+    (10, 0, "evidence that A s0 is better on these test images"),  # p = 0.002
+    (1, 7, "no evidence that either is better"),  # p = 0.07: more wins for B, but not enough
+    (0, 6, "evidence that B s1 is better on these test images"),  # p = 0.03
+    (5, 0, "no evidence that either is better"),  # p = 0.06
+    (3, 2, "no evidence that either is better"),
+])
+def test_significance_reading_wording(a_only, b_only, verdict):
+    from cxrviz.metrics import mcnemar_reading
+
+    ca = np.array([True] * a_only + [False] * b_only + [True] * 20)
+    cb = np.array([False] * a_only + [True] * b_only + [True] * 20)
+    text = mcnemar_reading("A s0", "B s1", mcnemar_exact(ca, cb))
+    assert text.endswith(" — " + verdict)
+    check_reading(text)
+    same = mcnemar_reading("A s0", "B s1", mcnemar_exact(cb, cb))
+    assert same == "A s0 vs B s1: they agree on every image, p = 1.00 — no evidence that either is better"
 
 
 def test_significance_not_comparable_across_test_sets(mixed_runs):

@@ -6,7 +6,9 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
+
+from cxrviz.data import load_split, open_dataset
 
 from cxrviz.runs import RunError, delete_run, get_run, list_runs, load_model, load_state_dict, read_run
 
@@ -29,8 +31,17 @@ def test_listing_loading_and_contents(tiny_runs):
     assert len(r.history["history"]) == 2 and r.predictions["labels"] and r.predictions["probs"]
     assert get_run(r.id, root=root).id == r.id
     model, pre = load_model(r)
-    x = pre(torch.zeros(1, 1, 64, 64, dtype=torch.uint8))
-    assert model(x).shape == (1, 3)
+    # the loaded model carries exactly the saved weights ...
+    saved = load_file(str(r.path / "weights.safetensors"))
+    state = model.state_dict()
+    assert set(state) == set(saved) and all(torch.equal(state[k], saved[k]) for k in saved)
+    # ... and reproduces the test-split predictions stored at training time
+    src = open_dataset(r.meta["dataset"]["root"])
+    test = load_split(src, "test", r.config["img_size"])
+    assert [str(p) for p in test.paths] == [str(p) for p in r.predictions["paths"]]
+    with torch.no_grad():
+        probs = torch.softmax(model(pre(test.images)), 1)
+    assert torch.allclose(probs, torch.tensor(r.predictions["probs"]), atol=1e-4)
     # seeds of one configuration share a group key
     r18 = [x for x in runs if x.arch == "resnet18"]
     assert len(r18) == 2 and r18[0].group_key == r18[1].group_key
@@ -79,10 +90,15 @@ def test_weights_of_another_architecture_are_refused(tiny_runs, tmp_path):
         load_model(read_run(dst))
 
 
-def test_corrupt_weights_are_a_clear_error(tiny_runs, tmp_path):
+@pytest.mark.parametrize("damage", ["zeros", "truncated", "truncated-header"])
+def test_corrupt_weights_are_a_clear_error(tiny_runs, tmp_path, damage):
     _, runs = tiny_runs
     dst = _copy_run(runs[0], tmp_path)
-    (dst / "weights.safetensors").write_bytes(b"\x00" * 100)
+    w = dst / "weights.safetensors"
+    data = w.read_bytes()
+    cut = {"zeros": b"\x00" * 100, "truncated": data[: len(data) // 2],  # a real file cut short (a full disk)
+           "truncated-header": data[:40]}[damage]
+    w.write_bytes(cut)
     with pytest.raises(RunError, match="corrupt"):
         load_model(read_run(dst))
 

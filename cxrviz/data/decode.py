@@ -338,6 +338,9 @@ def _decode_pillow(data: bytes, name: str, draft_size: int | None) -> np.ndarray
         except Exception as exc:
             raise _fail(name, f"truncated or corrupt image: {_exc_text(exc)}") from exc
 
+        if fmt == "PNG" and _png_end(data) < 0:  # Pillow accepts a PNG cut after its last pixel row
+            raise _fail(name, "truncated or corrupt image: the PNG ends before its IEND chunk")
+
         im = _exif_transpose(im)
         try:
             return _pil_to_gray(im)
@@ -347,6 +350,11 @@ def _decode_pillow(data: bytes, name: str, draft_size: int | None) -> np.ndarray
             raise _fail(
                 name, f"cannot convert {fmt} image mode {im.mode} ({_exc_text(exc)})"
             ) from exc
+
+
+def _png_end(data: bytes | memoryview) -> int:
+    """Offset of the PNG's whole IEND chunk, type and CRC (-1: missing, i.e. the file was cut short)."""
+    return (data if isinstance(data, bytes) else bytes(data)).rfind(b"IEND\xaeB`\x82")
 
 
 def _exif_transpose(im: Image.Image) -> Image.Image:
