@@ -325,6 +325,10 @@ def format_report(r: dict) -> str:
 
 
 def main(args) -> int:
+    if getattr(args, "scale", False):
+        from .bench_scale import main as scale_main
+
+        return scale_main(args)
     r = run_bench(args.quick, args.data, args.device, args.out, log=lambda s: print(s, flush=True))
     print()
     print(format_report(r))

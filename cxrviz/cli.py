@@ -296,6 +296,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="dataset folder (default: ../shared/data/Covid19-dataset if present)")
     p.add_argument("--out", default=None, help="where to write the JSON report")
     p.add_argument("--device", default="auto")
+    p.add_argument("--scale", action="store_true",
+                   help="data scale instead: generated datasets of 1 000, 10 000 and 30 000 images of ~1 024 px")
+    p.add_argument("--scales", type=_pos_int, nargs="+", default=None, metavar="N",
+                   help="with --scale: dataset sizes (default: 1000 10000 30000)")
+    p.add_argument("--workdir", default=None, help="with --scale: where datasets and caches are written "
+                                                   "(default: a cxrviz-scale folder in the temp dir; reused)")
+    p.add_argument("--no-near", action="store_true", help="with --scale: skip the near-duplicate check")
+    p.add_argument("--reuse", action="store_true", help="with --scale: keep measurements already in --workdir")
     p.set_defaults(func=cmd_bench)
     return ap
 

@@ -282,3 +282,21 @@ def test_overview_page_builds_a_multi_source_dataset_that_train_uses(synthetic_f
     assert at.session_state["data_path"] == spec
     at.button(key="ov_drop_1").click().run()  # remove the added folder: back to the single folder
     assert at.session_state["data_path"] == str(synthetic_folder) and not at.exception
+
+
+def test_trainer_streams_from_a_memory_mapped_split_with_the_same_result(synthetic_folder, tmp_path, monkeypatch):
+    from cxrviz.data import cache as cache_mod
+    from cxrviz.train import TrainConfig, train
+
+    cfg = TrainConfig(arch="lenet5", data=str(synthetic_folder), img_size=32, epochs=1, batch_size=16, seed=0,
+                      device="cpu")
+    results = []
+    for budget in ("64G", "1"):  # in RAM, then a memory-mapped file (the budget is one byte)
+        monkeypatch.setenv("CXRVIZ_RAM_BUDGET", budget)
+        monkeypatch.setattr(cache_mod, "_DEFAULT", ImageCache(tmp_path / f"cache-{budget}"))
+        _SPLIT_MEMO.clear()
+        results.append(train(cfg))
+        assert load_split(open_dataset(str(synthetic_folder)), "train", 32).mapped == (budget == "1")
+    ram, mapped = results
+    assert ram.norm == mapped.norm and ram.evaluation["accuracy"] == mapped.evaluation["accuracy"]
+    assert all(torch.equal(ram.state_dict[k], mapped.state_dict[k]) for k in ram.state_dict)
