@@ -312,10 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "add", None) is not None or isinstance(getattr(args, "data", None), list):
-            from .data import dataset_spec
+            from .data import dataset_spec, open_dataset
 
-            # repeated --data and --add: one serialisable dataset spec (what TrainConfig.data stores)
+            # repeated --data and --add: one serialisable dataset spec (what TrainConfig.data stores), checked
+            # before anything runs; its warnings (a class from one source only) are printed once
             args.data = dataset_spec(args.data, args.add, args.add_test_fraction)
+            for w in open_dataset(args.data).warnings:
+                print(f"warning: {w}", file=sys.stderr)
         return args.func(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -204,7 +204,9 @@ def test_cli_trains_on_a_multi_source_dataset_and_stores_its_sources(synthetic_f
     assert {(r["source"], r["split"]) for r in ds["source_counts"]} >= {("openist-normal", "test")}
     assert open_dataset(run.config["data"]).counts() == open_dataset(ds["spec"]).counts()
     assert main(["evaluate", run.id]) == 0  # reopens the merged dataset from the run alone
-    assert f"{ds['test_n']} test images" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert f"{ds['test_n']} test images" in out.out
+    assert "warning: class 'Covid' comes from one source only" in out.err
 
 
 def test_cli_bad_source_is_one_line(synthetic_folder, ckpt_root, capsys):
