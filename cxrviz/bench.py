@@ -401,6 +401,10 @@ def main(args) -> int:
         from .bench_scaleout import main as bench_ray_main
 
         return bench_ray_main(args)
+    if getattr(args, "scale", False):
+        from .bench_scale import main as scale_main
+
+        return scale_main(args)
     r = run_bench(args.quick, args.data, args.device, args.out, log=lambda s: print(s, flush=True))
     print()
     print(format_report(r))

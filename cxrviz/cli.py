@@ -432,6 +432,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--ray", action="store_true", help="only Ray's overhead per run: a 6-run synthetic sweep on a "
                                                       "local 2-CPU Ray cluster vs the same runs here")
+    p.add_argument("--scale", action="store_true",
+                   help="data scale instead: generated datasets of 1 000, 10 000 and 30 000 images of ~1 024 px")
+    p.add_argument("--scales", type=_pos_int, nargs="+", default=None, metavar="N",
+                   help="with --scale: dataset sizes (default: 1000 10000 30000)")
+    p.add_argument("--workdir", default=None, help="with --scale: where datasets and caches are written "
+                                                   "(default: a cxrviz-scale folder in the temp dir; reused)")
+    p.add_argument("--no-near", action="store_true", help="with --scale: skip the near-duplicate check")
+    p.add_argument("--reuse", action="store_true", help="with --scale: keep measurements already in --workdir")
     p.set_defaults(func=cmd_bench)
     return ap
 
@@ -440,10 +448,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "add", None) is not None or isinstance(getattr(args, "data", None), list):
-            from .data import dataset_spec
+            from .data import dataset_spec, open_dataset
 
-            # repeated --data and --add: one serialisable dataset spec (what TrainConfig.data stores)
+            # repeated --data and --add: one serialisable dataset spec (what TrainConfig.data stores), checked
+            # before anything runs; its warnings (a class from one source only) are printed once
             args.data = dataset_spec(args.data, args.add, args.add_test_fraction)
+            for w in open_dataset(args.data).warnings:
+                print(f"warning: {w}", file=sys.stderr)
         return args.func(args) or 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

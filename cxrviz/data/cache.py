@@ -15,12 +15,14 @@ import hashlib
 import json
 import multiprocessing
 import os
+import sys
 import tempfile
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -245,6 +247,38 @@ def _save_split_file(f: Path, arr: np.ndarray, n: int, keep: list[int], errors: 
         pass  # a read-only or full disk costs speed only
 
 
+def _can_spawn() -> bool:
+    """Spawned workers re-import the main module by its path: not possible from stdin or a deleted file."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    return main_file is None or os.path.isfile(main_file)
+
+
+def _decode_parallel(paths, misses, size, workers, cache, out, ok, errors, settled, mapped, report) -> int:
+    """Decode ``misses`` on ``workers`` spawned processes (chunked); returns how many images are settled."""
+    chunk = max(4, min(64, len(misses) // (workers * 8) or 4))
+    jobs = [[(i, str(paths[i])) for i in misses[k:k + chunk]] for k in range(0, len(misses), chunk)]
+    cache_dir = str(cache.dir) if cache.dir else None
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+        futures = [pool.submit(_decode_chunk, job, size, cache_dir) for job in jobs]
+        for fut in as_completed(futures):
+            decoded = 0
+            for i, h, arr, err in fut.result():
+                if arr is None:
+                    errors.append((i, err))
+                else:
+                    out[i], ok[i] = arr, True
+                    cache._hash_memo_put(paths[i], h)
+                    if not mapped:
+                        cache.remember((h, size), arr)
+                    decoded += 1
+                settled.add(i)
+            with cache._lock:
+                cache.decodes += decoded
+            report(len(settled))
+    return len(settled)
+
+
 def decode_items(paths: list[Path], size: int, stamp: tuple, *, cache: ImageCache, workers: int | None = None,
                  progress: Callable[[int, int], None] | None = None,
                  ram_budget_bytes: int | None = None,
@@ -296,36 +330,26 @@ def decode_items(paths: list[Path], size: int, stamp: tuple, *, cache: ImageCach
             done += 1
             report(done)
         workers = default_workers() if workers is None else max(1, int(workers))
-        if len(misses) < MIN_PARALLEL or workers == 1:
-            for i in misses:
-                try:
-                    out[i], ok[i] = cache.get(paths[i], size), True
-                except ImageDecodeError as e:
-                    errors.append((i, str(e)))
-                except OSError as e:
-                    errors.append((i, f"{paths[i].name}: cannot read file ({e.strerror or e})"))
-                done += 1
-                report(done)
-        else:
-            chunk = max(4, min(64, len(misses) // (workers * 8) or 4))
-            jobs = [[(i, str(paths[i])) for i in misses[k:k + chunk]] for k in range(0, len(misses), chunk)]
-            cache_dir = str(cache.dir) if cache.dir else None
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
-                futures = [pool.submit(_decode_chunk, job, size, cache_dir) for job in jobs]
-                for fut in as_completed(futures):
-                    for i, h, arr, err in fut.result():
-                        if arr is None:
-                            errors.append((i, err))
-                        else:
-                            out[i], ok[i] = arr, True
-                            cache._hash_memo_put(paths[i], h)
-                            if not mapped:
-                                cache.remember((h, size), arr)
-                        done += 1
-                    with cache._lock:
-                        cache.decodes += sum(1 for _, _, a, _ in fut.result() if a is not None)
-                    report(done)
+        settled: set[int] = set()
+        if len(misses) >= MIN_PARALLEL and workers > 1 and _can_spawn():
+            base = done
+            try:
+                _decode_parallel(paths, misses, size, workers, cache, out, ok, errors, settled, mapped,
+                                 lambda k: report(base + k))
+            except (BrokenProcessPool, OSError, RuntimeError):
+                pass  # workers could not run here (e.g. no importable main module): the rest in-process
+            done = base + len(settled)
+        for i in misses:
+            if i in settled:
+                continue
+            try:
+                out[i], ok[i] = cache.get(paths[i], size), True
+            except ImageDecodeError as e:
+                errors.append((i, str(e)))
+            except OSError as e:
+                errors.append((i, f"{paths[i].name}: cannot read file ({e.strerror or e})"))
+            done += 1
+            report(done)
         report(done, True)
         keep = [int(i) for i in np.flatnonzero(ok)]
         errors.sort()

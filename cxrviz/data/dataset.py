@@ -160,8 +160,12 @@ def _open_folder(path: str | os.PathLike) -> DatasetSource:
         items: list[tuple[Path, int]] = []
         for y, c in enumerate(classes):
             found = 0
-            for f in sorted((root / dirname / c).iterdir()):
-                if _is_junk(f) or f.is_dir() or f.suffix.lower() not in IMAGE_EXTS:
+            folder = root / dirname / c
+            with os.scandir(folder) as it:  # the entry's type comes with the listing: no stat per file
+                entries = sorted((e.name, e.is_dir()) for e in it)
+            for name, is_dir in entries:
+                f = folder / name
+                if is_dir or _is_junk(f) or f.suffix.lower() not in IMAGE_EXTS:
                     src.ignored.append(str(f.relative_to(root)))
                     continue
                 items.append((f, y))

@@ -10,7 +10,8 @@ import numpy as np
 from .cache import ImageCache, default_cache
 
 NEAR_SIZE = 32  # px of the cached image the difference hash is computed from
-NEAR_BITS = 4  # at most this many of the 64 hash bits differ: "near duplicate"
+NEAR_BITS = 4  # at most this many of the 64 hash bits differ: a candidate
+NEAR_MAD = 6.0  # ... confirmed when the 32 px images differ by at most this much on average (of 255)
 _BANDS = 5  # pigeonhole: two hashes within NEAR_BITS bits agree exactly on at least one of NEAR_BITS + 1 bands
 
 
@@ -63,9 +64,12 @@ def dhash(images: np.ndarray) -> np.ndarray:
     return np.packbits(bits, axis=1).view(">u8").ravel().astype(np.uint64)
 
 
-def near_groups(hashes: np.ndarray, max_bits: int = NEAR_BITS) -> list[list[int]]:
-    """Groups (connected components) of indices whose hashes differ in at most ``max_bits`` bits. Candidates
-    come from exact matches on one of ``max_bits + 1`` bands, so the cost grows with N, not N²."""
+def near_groups(hashes: np.ndarray, max_bits: int = NEAR_BITS, images: np.ndarray | None = None,
+                max_mad: float = NEAR_MAD) -> list[list[int]]:
+    """Groups (connected components) of indices whose hashes differ in at most ``max_bits`` bits and, with
+    ``images``, whose pixels differ by at most ``max_mad`` on average (chest radiographs look alike at 8x9, so
+    the hash alone would chain different patients together). Candidates come from exact matches on one of
+    ``max_bits + 1`` bands, so the cost grows with N, not N²."""
     n = len(hashes)
     parent = list(range(n))
 
@@ -91,6 +95,9 @@ def near_groups(hashes: np.ndarray, max_bits: int = NEAR_BITS) -> list[list[int]
             x = h[idx]
             dist = np.bitwise_count(x[:, None] ^ x[None, :])
             for u, v in zip(*np.nonzero(np.triu(dist <= max_bits, 1))):
+                if images is not None and np.abs(images[idx[u]].astype(np.int16)
+                                                 - images[idx[v]].astype(np.int16)).mean() > max_mad:
+                    continue
                 ru, rv = find(int(idx[u])), find(int(idx[v]))
                 if ru != rv:
                     parent[ru] = rv
@@ -107,10 +114,11 @@ def near_duplicates(source, cache: ImageCache | None = None, max_bits: int = NEA
 
     if source.synthetic:
         return {"groups": [], "cross_split": [], "cross_source": []}
-    names, hashes = [], []
+    names, hashes, images = [], [], []
     for split in ("train", "test"):
         s = load_split(source, split, NEAR_SIZE, cache=cache, progress=progress)
         names += [(split, path, o) for path, o in zip(s.paths, s.sources)]
-        hashes.append(dhash(s.images[:, 0].numpy()))
-    groups = near_groups(np.concatenate(hashes), max_bits)
+        images.append(s.images[:, 0].numpy())
+        hashes.append(dhash(images[-1]))
+    groups = near_groups(np.concatenate(hashes), max_bits, np.concatenate(images))
     return json.loads(json.dumps(_summarise(source, [[names[i] for i in g] for g in groups])))

@@ -13,16 +13,25 @@ from .cache import ImageCache, default_cache
 SCAN_VERSION = 1
 
 
+def files_key(source) -> str:
+    """sha1 of every file's split, path, label, mtime and size; computed once per opened dataset."""
+    key = getattr(source, "_files_key", None)
+    if key is None:
+        h = hashlib.sha1(f"{SCAN_VERSION}\0{source.spec or source.root}\n".encode())
+        for split in sorted(source.files):
+            for p, y in source.files[split]:
+                try:
+                    st = os.stat(p)
+                    h.update(f"{split}\0{p}\0{y}\0{st.st_mtime_ns}\0{st.st_size}\n".encode())
+                except OSError:
+                    h.update(f"{split}\0{p}\0{y}\0missing\n".encode())
+        key = h.hexdigest()[:24]
+        source._files_key = key
+    return key
+
+
 def scan_key(source, kind: str) -> str:
-    h = hashlib.sha1(f"{kind}\0{SCAN_VERSION}\0{source.spec or source.root}\n".encode())
-    for split in sorted(source.files):
-        for p, y in source.files[split]:
-            try:
-                st = os.stat(p)
-                h.update(f"{split}\0{p}\0{y}\0{st.st_mtime_ns}\0{st.st_size}\n".encode())
-            except OSError:
-                h.update(f"{split}\0{p}\0{y}\0missing\n".encode())
-    return h.hexdigest()[:24]
+    return f"{kind}-{files_key(source)}"
 
 
 def cached_scan(source, kind: str, compute: Callable[[], object], cache: ImageCache | None = None):
@@ -30,7 +39,7 @@ def cached_scan(source, kind: str, compute: Callable[[], object], cache: ImageCa
     cache = cache or default_cache()
     if cache.dir is None or source.synthetic:
         return json.loads(json.dumps(compute()))
-    f = cache.dir / "scans" / f"{kind}-{scan_key(source, kind)}.json"
+    f = cache.dir / "scans" / f"{scan_key(source, kind)}.json"
     try:
         return json.loads(f.read_text())
     except (OSError, ValueError):
