@@ -209,7 +209,8 @@ def _install_stop_hooks(model: nn.Module, stop: threading.Event) -> list:
     return handles
 
 
-def _loss(out, y: torch.Tensor, c: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_fn(out, y: torch.Tensor, c: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training loss (label-smoothed cross-entropy, plus GoogLeNet's weighted auxiliary losses) and the logits."""
     if isinstance(out, tuple):  # GoogLeNet in training mode: (logits, aux1, aux2)
         logits = out[0]
         loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
@@ -218,6 +219,9 @@ def _loss(out, y: torch.Tensor, c: TrainConfig) -> tuple[torch.Tensor, torch.Ten
                 loss = loss + c.aux_weight * F.cross_entropy(aux, y, label_smoothing=c.label_smoothing)
         return loss, logits
     return F.cross_entropy(out, y, label_smoothing=c.label_smoothing), out
+
+
+_loss = loss_fn  # the old private name, still imported by dashboard.py until it is dissolved
 
 
 class Preprocess:
@@ -303,170 +307,224 @@ def measure_latency(model: nn.Module, images: torch.Tensor, pre: Preprocess, dev
     return float(np.median(times[2:]) * 1000) if len(times) > 2 else float(times[-1] * 1000)
 
 
+class TrainSession:
+    """One training run in named steps, so each can be read (and changed) on its own:
+
+    ``setup()`` loads the (cached) data, seeds, builds the model, optimiser and schedule; ``run_epoch(e)``
+    trains one epoch; ``evaluate(e, ...)`` re-estimates BatchNorm and scores the held-out images, emitting the
+    epoch's row; ``finish(status)`` scores the final weights and packs the :class:`TrainResult`.
+    :func:`train` drives them; a stop (``StopTraining``) can land in any step after ``setup``."""
+
+    def __init__(self, config: TrainConfig, *, callback: Callback | None = None,
+                 stop: threading.Event | None = None, source: DatasetSource | None = None,
+                 max_batch_losses: int = 5000) -> None:
+        self.c = config.resolved()
+        self.spec = get_spec(self.c.arch)
+        self.device = select_device(self.c.device)
+        self.cuda = self.device.type == "cuda"
+        self.stop = stop or threading.Event()
+        self.emit = callback or (lambda p: None)
+        self.source = source
+        self.max_batch_losses = max_batch_losses
+        self.t0 = time.perf_counter()
+        self.history: list[dict] = []
+        self.batch_losses: list[float] = []
+        self.last_eval: tuple[torch.Tensor, dict] | None = None
+        self.eval_state: dict[str, torch.Tensor] | None = None  # copy (on the device) of the weights last_eval used
+        self.hooks: list = []
+        self.step = 0
+        self.t_train = 0.0
+        self.t_eval = 0.0
+        self.t_data = 0.0
+        self.t_start = 0.0
+
+    # -- setup ------------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        self._load_data()
+        self._build()
+        self.t_start = time.perf_counter()
+        self.emit(Progress("start", epochs=self.c.epochs, total_steps=self.total_steps,
+                           elapsed=self.t_start - self.t0,
+                           message=f"training {self.spec.display} on {self.device}"))
+
+    def _load_data(self) -> None:
+        c, t0 = self.c, self.t0
+        self.src = self.source if self.source is not None else open_dataset(c.data)
+
+        def data_progress(done: int, total: int) -> None:
+            self.emit(Progress("data", message=f"decoding images {done}/{total}", step=done, total_steps=total,
+                               elapsed=time.perf_counter() - t0))
+
+        self.train_set = load_split(self.src, "train", c.img_size, progress=data_progress)
+        self.test_set = load_split(self.src, "test", c.img_size, progress=data_progress)
+        if len(self.train_set) < 2:
+            raise ConfigError("the training split needs at least two readable images")
+        self.t_data = time.perf_counter() - t0
+
+    def _build(self) -> None:
+        c, device = self.c, self.device
+        self.g = seed_everything(c.seed)
+        model = self.spec.build(num_classes=len(self.src.classes), in_channels=c.in_channels).to(device)
+        if self.cuda:
+            model = model.to(memory_format=torch.channels_last)
+            # cuDNN autotuning is off by default: on runs this short its per-shape tuning costs more than it saves
+            # (H200, the deck's four models at 224 px: 84 s with it, 40 s without). CXRVIZ_CUDNN_BENCHMARK=1 turns it on.
+            torch.backends.cudnn.benchmark = os.environ.get("CXRVIZ_CUDNN_BENCHMARK", "0") == "1"
+        self.model = model
+        self.mean, self.std = self.train_set.mean_std()
+        self.pre = Preprocess(self.mean, self.std, c.in_channels)
+        self.x_train = self.train_set.images.to(device)  # uint8; on a GPU the whole cached set lives there
+        self.y_train = self.train_set.labels.to(device)
+        self.x_test = self.test_set.images.to(device)
+        aug = AUGMENT_LEVELS[c.augment]
+        self.aug = replace(aug, hflip=True) if c.hflip else aug
+        self.bs = min(c.batch_size, len(self.train_set))
+        self.steps_per_epoch = len(self.train_set) // self.bs  # drop the last partial batch (BatchNorm dislikes tiny ones)
+        self.total_steps = self.steps_per_epoch * c.epochs
+        self.opt = make_optimizer(model, c)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(c, self.steps_per_epoch))
+        # on a GPU a batch takes milliseconds: the check between batches is enough, and per-layer hooks would
+        # cost a Python call per module (GoogLeNet has ~200)
+        self.hooks = [] if self.cuda else _install_stop_hooks(model, self.stop)
+        self.ema_model = None
+        if c.ema > 0:  # evaluated and stored instead of the raw weights
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema), use_buffers=True)
+        self.net = self.ema_model.module if self.ema_model is not None else model  # what is evaluated and stored
+
+    # -- one epoch --------------------------------------------------------------------------------------------
+    def run_epoch(self, epoch: int) -> dict:
+        """Train one epoch; returns its training loss, accuracy and seconds."""
+        c, device, model, cuda, bs = self.c, self.device, self.model, self.cuda, self.bs
+        te = time.perf_counter()
+        model.train()
+        perm = torch.randperm(len(self.train_set), generator=self.g).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        seen = 0
+        epoch_losses: list[torch.Tensor] = []
+        for b in range(self.steps_per_epoch):
+            if self.stop.is_set():
+                raise StopTraining()
+            idx = perm[b * bs:(b + 1) * bs]
+            x = self.x_train[idx].float().div_(255)
+            x = self.pre.normalise(augment_batch(x, self.aug, self.g))
+            y = self.y_train[idx]
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                out = model(x)
+                loss, logits = loss_fn(out, y, c)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            if self.ema_model is not None:
+                self.ema_model.update_parameters(model)
+            self.step += 1
+            ld = loss.detach()
+            loss_sum += ld * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if cuda:
+                epoch_losses.append(ld)
+            else:
+                lv = float(ld)
+                self.batch_losses.append(lv)
+                el = time.perf_counter() - self.t_start
+                self.emit(Progress("batch", epoch=epoch, epochs=c.epochs, step=self.step, total_steps=self.total_steps,
+                                   loss=lv, elapsed=el, eta=el / self.step * (self.total_steps - self.step)))
+        if cuda:  # one host sync per epoch
+            self.batch_losses.extend(torch.stack(epoch_losses).float().cpu().tolist())
+        seconds = time.perf_counter() - te
+        self.t_train += seconds
+        return {"train_loss": float(loss_sum) / max(1, seen), "train_acc": float(correct) / max(1, seen),
+                "train_s": seconds}
+
+    def evaluate(self, epoch: int, trained: dict) -> dict:
+        """Score the epoch's weights on the held-out images, record and emit the epoch's row."""
+        c, net = self.c, self.net
+        tv = time.perf_counter()
+        if c.precise_bn:
+            recalibrate_bn(net, self.x_train, self.pre, self.device, batch_size=self.bs)
+        probs = predict_probs(net, self.x_test, self.pre, self.device, stop=self.stop)
+        test_loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), self.test_set.labels))
+        test_acc = float((probs.argmax(1) == self.test_set.labels).float().mean())
+        self.t_eval += time.perf_counter() - tv
+        self.last_eval = (probs, {"epoch": epoch})
+        if epoch < c.epochs:  # a stop in a later epoch stores these weights, not half-trained ones
+            self.eval_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        el = time.perf_counter() - self.t_start
+        row = {"epoch": epoch, "train_loss": trained["train_loss"], "train_acc": trained["train_acc"],
+               "test_loss": test_loss, "test_acc": test_acc, "lr": self.opt.param_groups[0]["lr"], "time": el,
+               "train_s": trained["train_s"]}
+        self.history.append(row)
+        if len(self.batch_losses) > self.max_batch_losses:  # bounded: keep every other point
+            self.batch_losses[:] = self.batch_losses[::2]
+        self.emit(Progress("epoch", epoch=epoch, epochs=c.epochs, step=self.step, total_steps=self.total_steps,
+                           loss=trained["train_loss"], elapsed=el,
+                           eta=el / self.step * (self.total_steps - self.step), metrics=row))
+        return row
+
+    def release(self) -> None:
+        """Remove the stop hooks and free the gradients (after the last epoch, or a stop)."""
+        for h in self.hooks:
+            h.remove()
+        self.hooks = []
+        if getattr(self, "opt", None) is not None:
+            self.opt.zero_grad(set_to_none=True)
+
+    # -- the end ----------------------------------------------------------------------------------------------
+    def finish(self, status: str) -> TrainResult:
+        c, src, test_set, net = self.c, self.src, self.test_set, self.net
+        evaluation = predictions = None
+        if self.last_eval is not None:
+            probs, info = self.last_eval
+            evaluation = evaluate_predictions(test_set.labels.tolist(), probs.numpy(), src.classes)
+            evaluation["epoch"] = info["epoch"]
+            if status == "done":
+                evaluation["latency_ms"] = measure_latency(net, test_set.images, self.pre, self.device)
+            predictions = {"paths": test_set.paths, "labels": test_set.labels.tolist(),
+                           "probs": [[round(float(v), 6) for v in row] for row in probs.tolist()]}
+        t_total = time.perf_counter() - self.t0
+        timings = {"data_s": self.t_data, "train_s": self.t_train, "eval_s": self.t_eval, "total_s": t_total,
+                   "train_eval_s": time.perf_counter() - self.t_start}
+        if status == "stopped" and self.eval_state is not None:
+            # stopped in a later epoch (mid-batch, or mid-evaluation where precise BN resets the BatchNorm
+            # statistics): store the weights of the last evaluated epoch, so the run's evaluation and predictions
+            # match its weights
+            state = {k: v.to("cpu").contiguous() for k, v in self.eval_state.items()}
+        else:  # the model is dropped right after: on the CPU its tensors can be handed over without a copy
+            state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+        self.eval_state = None
+        result = TrainResult(
+            config=c.to_dict(), status=status, history=self.history, batch_losses=self.batch_losses,
+            evaluation=evaluation, predictions=predictions, timings=timings, environment=environment(self.device),
+            dataset={**src.describe(), "img_size": c.img_size, "train_n": len(self.train_set),
+                     "test_n": len(test_set), "skipped": self.train_set.errors + test_set.errors},
+            norm={"mean": self.mean, "std": self.std, "in_channels": c.in_channels}, state_dict=state)
+        self.emit(Progress("end", epoch=len(self.history), epochs=c.epochs, step=self.step,
+                           total_steps=self.total_steps, elapsed=t_total, eta=0.0, message=status,
+                           metrics=({"test_acc": evaluation["accuracy"]} if evaluation else {})))
+        self.model = self.net = self.opt = self.x_train = self.y_train = self.x_test = self.ema_model = None
+        if self.cuda:
+            torch.cuda.empty_cache()
+        return result
+
+
 def train(config: TrainConfig, *, callback: Callback | None = None, stop: threading.Event | None = None,
           source: DatasetSource | None = None, max_batch_losses: int = 5000) -> TrainResult:
     """Train one model. Raises ConfigError / DatasetError on bad settings or data (nothing is written)."""
-    c = config.resolved()
-    spec = get_spec(c.arch)
-    device = select_device(c.device)
-    stop = stop or threading.Event()
-    emit = callback or (lambda p: None)
-    t0 = time.perf_counter()
-
-    src = source if source is not None else open_dataset(c.data)
-
-    def data_progress(done: int, total: int) -> None:
-        emit(Progress("data", message=f"decoding images {done}/{total}", step=done, total_steps=total,
-                      elapsed=time.perf_counter() - t0))
-
-    train_set = load_split(src, "train", c.img_size, progress=data_progress)
-    test_set = load_split(src, "test", c.img_size, progress=data_progress)
-    if len(train_set) < 2:
-        raise ConfigError("the training split needs at least two readable images")
-    t_data = time.perf_counter() - t0
-
-    g = seed_everything(c.seed)
-    model = spec.build(num_classes=len(src.classes), in_channels=c.in_channels).to(device)
-    cuda = device.type == "cuda"
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-        # cuDNN autotuning is off by default: on runs this short its per-shape tuning costs more than it saves
-        # (H200, the deck's four models at 224 px: 84 s with it, 40 s without). CXRVIZ_CUDNN_BENCHMARK=1 turns it on.
-        torch.backends.cudnn.benchmark = os.environ.get("CXRVIZ_CUDNN_BENCHMARK", "0") == "1"
-    mean, std = train_set.mean_std()
-    pre = Preprocess(mean, std, c.in_channels)
-    x_train = train_set.images.to(device)  # uint8; on a GPU the whole cached set lives there
-    y_train = train_set.labels.to(device)
-    x_test = test_set.images.to(device)
-    aug = AUGMENT_LEVELS[c.augment]
-    if c.hflip:
-        aug = replace(aug, hflip=True)
-    bs = min(c.batch_size, len(train_set))
-    steps_per_epoch = len(train_set) // bs  # drop the last partial batch (BatchNorm dislikes tiny batches)
-    total_steps = steps_per_epoch * c.epochs
-    opt = make_optimizer(model, c)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(c, steps_per_epoch))
-    # on a GPU a batch takes milliseconds: the check between batches is enough, and per-layer hooks would
-    # cost a Python call per module (GoogLeNet has ~200)
-    hooks = [] if cuda else _install_stop_hooks(model, stop)
-    ema_model = None
-    if c.ema > 0:  # evaluated and stored instead of the raw weights
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema), use_buffers=True)
-    net = ema_model.module if ema_model is not None else model  # what is evaluated and stored
-
-    history: list[dict] = []
-    batch_losses: list[float] = []
-    last_eval: tuple[torch.Tensor, dict] | None = None
-    eval_state: dict[str, torch.Tensor] | None = None  # copy (on the device) of the weights last_eval used
+    s = TrainSession(config, callback=callback, stop=stop, source=source, max_batch_losses=max_batch_losses)
+    s.setup()
     status = "done"
-    step = 0
-    t_train = 0.0
-    t_eval = 0.0
-    t_start = time.perf_counter()
-    emit(Progress("start", epochs=c.epochs, total_steps=total_steps, elapsed=t_start - t0,
-                  message=f"training {spec.display} on {device}"))
     try:
-        for epoch in range(1, c.epochs + 1):
-            te = time.perf_counter()
-            model.train()
-            perm = torch.randperm(len(train_set), generator=g).to(device)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.int64)
-            seen = 0
-            epoch_losses: list[torch.Tensor] = []
-            for b in range(steps_per_epoch):
-                if stop.is_set():
-                    raise StopTraining()
-                idx = perm[b * bs:(b + 1) * bs]
-                x = x_train[idx].float().div_(255)
-                x = pre.normalise(augment_batch(x, aug, g))
-                y = y_train[idx]
-                if cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                    out = model(x)
-                    loss, logits = _loss(out, y, c)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                if ema_model is not None:
-                    ema_model.update_parameters(model)
-                step += 1
-                ld = loss.detach()
-                loss_sum += ld * len(y)
-                correct += (logits.detach().argmax(1) == y).sum()
-                seen += len(y)
-                if cuda:
-                    epoch_losses.append(ld)
-                else:
-                    lv = float(ld)
-                    batch_losses.append(lv)
-                    el = time.perf_counter() - t_start
-                    emit(Progress("batch", epoch=epoch, epochs=c.epochs, step=step, total_steps=total_steps,
-                                  loss=lv, elapsed=el, eta=el / step * (total_steps - step)))
-            if cuda:  # one host sync per epoch
-                batch_losses.extend(torch.stack(epoch_losses).float().cpu().tolist())
-            train_loss = float(loss_sum) / max(1, seen)
-            train_acc = float(correct) / max(1, seen)
-            epoch_train_s = time.perf_counter() - te
-            t_train += epoch_train_s
-            tv = time.perf_counter()
-            if c.precise_bn:
-                recalibrate_bn(net, x_train, pre, device, batch_size=bs)
-            probs = predict_probs(net, x_test, pre, device, stop=stop)
-            test_loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), test_set.labels))
-            test_acc = float((probs.argmax(1) == test_set.labels).float().mean())
-            t_eval += time.perf_counter() - tv
-            last_eval = (probs, {"epoch": epoch})
-            if epoch < c.epochs:  # a stop in a later epoch stores these weights, not half-trained ones
-                eval_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            el = time.perf_counter() - t_start
-            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-                   "test_acc": test_acc, "lr": opt.param_groups[0]["lr"], "time": el, "train_s": epoch_train_s}
-            history.append(row)
-            if len(batch_losses) > max_batch_losses:  # bounded: keep every other point
-                batch_losses[:] = batch_losses[::2]
-            emit(Progress("epoch", epoch=epoch, epochs=c.epochs, step=step, total_steps=total_steps,
-                          loss=train_loss, elapsed=el, eta=el / step * (total_steps - step), metrics=row))
+        for epoch in range(1, s.c.epochs + 1):
+            trained = s.run_epoch(epoch)
+            s.evaluate(epoch, trained)
     except StopTraining:
         status = "stopped"
     finally:
-        for h in hooks:
-            h.remove()
-        opt.zero_grad(set_to_none=True)
-
-    evaluation = predictions = None
-    if last_eval is not None:
-        probs, info = last_eval
-        evaluation = evaluate_predictions(test_set.labels.tolist(), probs.numpy(), src.classes)
-        evaluation["epoch"] = info["epoch"]
-        if status == "done":
-            evaluation["latency_ms"] = measure_latency(net, test_set.images, pre, device)
-        predictions = {"paths": test_set.paths, "labels": test_set.labels.tolist(),
-                       "probs": [[round(float(v), 6) for v in row] for row in probs.tolist()]}
-    t_total = time.perf_counter() - t0
-    timings = {"data_s": t_data, "train_s": t_train, "eval_s": t_eval, "total_s": t_total,
-               "train_eval_s": time.perf_counter() - t_start}
-    if status == "stopped" and eval_state is not None:
-        # stopped in a later epoch (mid-batch, or mid-evaluation where precise BN resets the BatchNorm statistics):
-        # store the weights of the last evaluated epoch, so the run's evaluation and predictions match its weights
-        state = {k: v.to("cpu").contiguous() for k, v in eval_state.items()}
-    else:  # the model is dropped right after: on the CPU its tensors can be handed over without a copy
-        state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    eval_state = None
-    result = TrainResult(
-        config=c.to_dict(), status=status, history=history, batch_losses=batch_losses, evaluation=evaluation,
-        predictions=predictions, timings=timings, environment=environment(device),
-        dataset={**src.describe(), "img_size": c.img_size, "train_n": len(train_set), "test_n": len(test_set),
-                 "skipped": train_set.errors + test_set.errors},
-        norm={"mean": mean, "std": std, "in_channels": c.in_channels}, state_dict=state)
-    emit(Progress("end", epoch=len(history), epochs=c.epochs, step=step, total_steps=total_steps,
-                  elapsed=t_total, eta=0.0, message=status,
-                  metrics=({"test_acc": evaluation["accuracy"]} if evaluation else {})))
-    del model, net, opt, x_train, y_train, x_test, ema_model
-    if cuda:
-        torch.cuda.empty_cache()
-    return result
+        s.release()
+    return s.finish(status)
