@@ -102,7 +102,8 @@ def _configs(a, archs: list[str]):
         for seed in a.seeds:
             c = TrainConfig(arch=arch, data=a.data, img_size=a.img_size, epochs=a.epochs, seed=seed, device=a.device,
                             batch_size=getattr(a, "batch_size", None), lr=getattr(a, "lr", None),
-                            optimizer=getattr(a, "optimizer", None), augment=getattr(a, "augment", None))
+                            optimizer=getattr(a, "optimizer", None), augment=getattr(a, "augment", None),
+                            precision=a.precision)
             out.append(c.resolved())  # validate every config before the first run starts
     return out
 
@@ -246,6 +247,8 @@ def _add_train_args(p: argparse.ArgumentParser, with_arch: bool) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="auto (default): bf16 autocast + channels-last where faster (GPU; CPU with bf16 instructions)")
     if with_arch:
         p.add_argument("--batch-size", type=_pos_int, default=None)
         p.add_argument("--lr", type=float, default=None)
@@ -285,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="dataset folder (default: ../shared/data/Covid19-dataset if present)")
     p.add_argument("--out", default=None, help="where to write the JSON report")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", action="store_true",
+                   help="only: training images/s in fp32 / fp32+channels-last / bf16 / bf16+channels-last (CPU)")
     p.set_defaults(func=cmd_bench)
     return ap
 

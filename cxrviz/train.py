@@ -25,6 +25,8 @@ from .data.augment import AUGMENT_LEVELS, augment_batch
 from .data.dataset import DatasetSource, load_split, open_dataset
 from .metrics import evaluate_predictions
 from .models import get_spec
+from .precision import FP32, PRECISIONS, Precision, autocast, to_memory_format
+from .precision import choose as choose_precision
 
 OPTIMIZERS = ("adamw", "sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
@@ -60,6 +62,7 @@ class TrainConfig:
     aux_weight: float = 0.3  # GoogLeNet auxiliary losses
     precise_bn: bool = True  # re-estimate BatchNorm statistics on the clean train set before each evaluation
     ema: float | None = None  # exponential moving average of the weights, decay per step (0 = off)
+    precision: str = "auto"  # auto | bf16 | fp32 (cxrviz/precision.py); the one used is in the run's environment
 
     def resolved(self) -> "TrainConfig":
         """Fill unset values from the architecture's recipe and validate everything."""
@@ -86,6 +89,8 @@ class TrainConfig:
             raise ConfigError(f"augment must be one of {tuple(AUGMENT_LEVELS)}, not {c.augment!r}")
         if not 0.0 <= c.ema < 1.0:
             raise ConfigError(f"ema must be in [0, 1), not {c.ema}")
+        if c.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, not {c.precision!r}")
         if c.in_channels not in (1, 3):
             raise ConfigError("in_channels must be 1 (grayscale) or 3")
         return c
@@ -239,20 +244,26 @@ class Preprocess:
         return x.expand(-1, self.in_channels, -1, -1) if self.in_channels != x.shape[1] else x
 
 
+def _default_precision(device: torch.device, precision: Precision | None) -> Precision:
+    """Evaluation without an explicit precision: bf16 + channels-last on a GPU (as always), fp32 elsewhere."""
+    if precision is not None:
+        return precision
+    return Precision("bf16", True, "GPU default") if device.type == "cuda" else FP32
+
+
 @torch.no_grad()
 def predict_probs(model: nn.Module, images: torch.Tensor, pre: Preprocess, device: torch.device,
-                  batch_size: int = 64, stop: threading.Event | None = None) -> torch.Tensor:
+                  batch_size: int = 64, stop: threading.Event | None = None,
+                  precision: Precision | None = None) -> torch.Tensor:
     """Softmax probabilities [N, C] on the CPU (float32) for uint8 images [N,1,S,S]."""
     model.eval()
     outs = []
-    amp = device.type == "cuda"
+    p = _default_precision(device, precision)
     for i in range(0, len(images), batch_size):
         if stop is not None and stop.is_set():
             raise StopTraining()
-        x = pre(images[i:i + batch_size].to(device, non_blocking=True))
-        if amp:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        x = to_memory_format(pre(images[i:i + batch_size].to(device, non_blocking=True)), p.channels_last)
+        with autocast(device, p.bf16):
             logits = model(x)
         outs.append(torch.softmax(logits.float(), 1))
     return torch.cat(outs).cpu()
@@ -260,7 +271,7 @@ def predict_probs(model: nn.Module, images: torch.Tensor, pre: Preprocess, devic
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, images: torch.Tensor, pre: Preprocess, device: torch.device,
-                   batch_size: int = 64, max_images: int = 192) -> bool:
+                   batch_size: int = 64, max_images: int = 192, precision: Precision | None = None) -> bool:
     """"Precise BN": replace the running BatchNorm statistics by their exact average over (up to
     ``max_images``) un-augmented training images. With ~8 steps per epoch the usual exponential average
     still remembers the first steps' activations for many epochs, and an eval-mode model then predicts one
@@ -273,17 +284,15 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, pre: Preprocess, devi
         b.reset_running_stats()
         b.momentum = None  # cumulative average over this pass
     model.train()
-    amp = device.type == "cuda"
+    p = _default_precision(device, precision)
     if len(images) > max_images:  # a fixed, class-balanced-in-expectation subset (files are class-ordered)
         idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:max_images]
         images = images[idx.to(images.device)]
     n = len(images)
     bs = max(2, batch_size)
     for i in range(0, n - 1, bs):
-        x = pre(images[i:min(i + bs, n)])
-        if amp:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        x = to_memory_format(pre(images[i:min(i + bs, n)]), p.channels_last)
+        with autocast(device, p.bf16):
             model(x)
     for b, m in zip(bns, momenta):
         b.momentum = m
@@ -292,15 +301,18 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, pre: Preprocess, devi
 
 
 def measure_latency(model: nn.Module, images: torch.Tensor, pre: Preprocess, device: torch.device,
-                    n: int = 10) -> float:
-    """Median milliseconds to classify one image (batch of 1), after a warm-up."""
+                    n: int = 10, precision: Precision | None = None) -> float:
+    """Median milliseconds to classify one image (batch of 1), after a warm-up, in the run's precision (fp32
+    when not given: what :mod:`cxrviz.predict` uses)."""
     model.eval()
     times = []
+    p = precision or FP32
     with torch.no_grad():
         for i in range(min(n, len(images)) + 2):
-            x = pre(images[i % len(images):i % len(images) + 1].to(device))
+            x = to_memory_format(pre(images[i % len(images):i % len(images) + 1].to(device)), p.channels_last)
             t = time.perf_counter()
-            model(x)
+            with autocast(device, p.bf16):
+                model(x)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
@@ -363,10 +375,13 @@ class TrainSession:
 
     def _build(self) -> None:
         c, device = self.c, self.device
+        # decided before seeding: an "auto" probe on a bf16 CPU leaves the random generators as they were anyway
+        self.precision = choose_precision(c.precision, device, c.arch, c.img_size, c.in_channels)
         self.g = seed_everything(c.seed)
         model = self.spec.build(num_classes=len(self.src.classes), in_channels=c.in_channels).to(device)
-        if self.cuda:
+        if self.precision.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        if self.cuda:
             # cuDNN autotuning is off by default: on runs this short its per-shape tuning costs more than it saves
             # (H200, the deck's four models at 224 px: 84 s with it, 40 s without). CXRVIZ_CUDNN_BENCHMARK=1 turns it on.
             torch.backends.cudnn.benchmark = os.environ.get("CXRVIZ_CUDNN_BENCHMARK", "0") == "1"
@@ -411,9 +426,8 @@ class TrainSession:
             x = self.x_train[idx].float().div_(255)
             x = self.pre.normalise(augment_batch(x, self.aug, self.g))
             y = self.y_train[idx]
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+            x = to_memory_format(x, self.precision.channels_last)
+            with autocast(device, self.precision.bf16):
                 out = model(x)
                 loss, logits = loss_fn(out, y, c)
             self.opt.zero_grad(set_to_none=True)
@@ -447,8 +461,8 @@ class TrainSession:
         c, net = self.c, self.net
         tv = time.perf_counter()
         if c.precise_bn:
-            recalibrate_bn(net, self.x_train, self.pre, self.device, batch_size=self.bs)
-        probs = predict_probs(net, self.x_test, self.pre, self.device, stop=self.stop)
+            recalibrate_bn(net, self.x_train, self.pre, self.device, batch_size=self.bs, precision=self.precision)
+        probs = predict_probs(net, self.x_test, self.pre, self.device, stop=self.stop, precision=self.precision)
         test_loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), self.test_set.labels))
         test_acc = float((probs.argmax(1) == self.test_set.labels).float().mean())
         self.t_eval += time.perf_counter() - tv
@@ -484,7 +498,8 @@ class TrainSession:
             evaluation = evaluate_predictions(test_set.labels.tolist(), probs.numpy(), src.classes)
             evaluation["epoch"] = info["epoch"]
             if status == "done":
-                evaluation["latency_ms"] = measure_latency(net, test_set.images, self.pre, self.device)
+                evaluation["latency_ms"] = measure_latency(net, test_set.images, self.pre, self.device,
+                                                           precision=self.precision)
             predictions = {"paths": test_set.paths, "labels": test_set.labels.tolist(),
                            "probs": [[round(float(v), 6) for v in row] for row in probs.tolist()]}
         t_total = time.perf_counter() - self.t0
@@ -499,8 +514,9 @@ class TrainSession:
             state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
         self.eval_state = None
         result = TrainResult(
-            config=c.to_dict(), status=status, history=self.history, batch_losses=self.batch_losses,
-            evaluation=evaluation, predictions=predictions, timings=timings, environment=environment(self.device),
+            config={**c.to_dict(), "precision_used": self.precision.name}, status=status, history=self.history, batch_losses=self.batch_losses,
+            evaluation=evaluation, predictions=predictions, timings=timings,
+            environment={**environment(self.device), **self.precision.record()},
             dataset={**src.describe(), "img_size": c.img_size, "train_n": len(self.train_set),
                      "test_n": len(test_set), "skipped": self.train_set.errors + test_set.errors},
             norm={"mean": self.mean, "std": self.std, "in_channels": c.in_channels}, state_dict=state)

@@ -32,6 +32,7 @@ from cxrviz.dashboard import (
 from cxrviz.data.augment import AUGMENT_LEVELS
 from cxrviz.jobs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, STOPPED, ConfigError
 from cxrviz.models import FAMILIES, get_spec
+from cxrviz.precision import PRECISIONS
 from cxrviz.train import OPTIMIZERS, TrainConfig
 from pages.common import current_dataset, data_path, dataset_badge, job_registry
 
@@ -138,6 +139,10 @@ if src is not None:
     devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     device = h.selectbox("Device", devices, key="t_device", help="One worker per device; jobs on a device run "
                                                                  "one after another.")
+    i, _, _, _ = st.columns(4)
+    precision = i.selectbox("Precision", list(PRECISIONS), key="t_precision",
+                            help="auto: bf16 autocast + channels-last where the device is faster with it (a GPU; a "
+                                 "CPU with AVX512-BF16/AMX after a short probe), else fp32. The run records which.")
 
     problems: list[str] = []
     seeds: list[int] = []
@@ -154,7 +159,7 @@ if src is not None:
                                        batch_size=batch, lr=lr,
                                        optimizer=None if opt_choice == "recipe" else opt_choice,
                                        augment=None if aug_choice == "recipe" else aug_choice, seed=seed,
-                                       device=device))
+                                       device=device, precision=precision))
     resolved: list[TrainConfig] = []
     for cfg in configs:
         try:
