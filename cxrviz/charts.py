@@ -64,7 +64,7 @@ def history_figure(series: list[Series] | Series, *, height: int = 300, show_bat
     if isinstance(series, Series):
         series = [series]
     single = len(series) == 1
-    key_note = "" if single else " (solid: test, dotted: train)"
+    key_note = "" if single else " (solid: validation, or test for older runs; dotted: train)"
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss" + key_note, "Accuracy (%)" + key_note),
                         horizontal_spacing=0.08)
     for i, s in enumerate(series):
@@ -77,10 +77,11 @@ def history_figure(series: list[Series] | Series, *, height: int = 300, show_bat
             fig.add_trace(go.Scatter(x=s.batch_x, y=s.batch_losses, mode="lines", name=name("batch loss"),
                                      line=dict(color="rgba(120,120,120,0.45)", width=1), hoverinfo="skip",
                                      meta={"series": s.label, "kind": "batch_loss"}), row=1, col=1)
-        for key, col, what, scale in (("train_loss", 1, "train loss", 1), ("test_loss", 1, "test loss", 1),
-                                      ("train_acc", 2, "train acc", 100), ("test_acc", 2, "test acc", 100)):
+        held = "val" if any("val_acc" in r for r in rows) else "test"  # runs before the validation split: test
+        for key, col, what, scale in (("train_loss", 1, "train loss", 1), (f"{held}_loss", 1, f"{held} loss", 1),
+                                      ("train_acc", 2, "train acc", 100), (f"{held}_acc", 2, f"{held} acc", 100)):
             y = [None if r.get(key) is None else r[key] * scale for r in rows]
-            test = key.startswith("test")
+            test = not key.startswith("train")
             unit = " %" if scale == 100 else ""
             fmt = ".1f" if scale == 100 else ".3f"
             fig.add_trace(go.Scatter(
@@ -90,7 +91,7 @@ def history_figure(series: list[Series] | Series, *, height: int = 300, show_bat
                 marker=dict(size=7 if test else 5), customdata=walls,
                 hovertemplate=(f"{name(what)}: %{{y:{fmt}}}{unit} (epoch %{{x}}, ended %{{customdata[1]}})"
                                "<extra></extra>"),
-                meta={"series": s.label, "kind": key}, showlegend=single or key == "test_acc"),
+                meta={"series": s.label, "kind": key}, showlegend=single or key == f"{held}_acc"),
                 row=1, col=col)
     last = max([r.get("epoch", 0) for s in series for r in s.history]
                + [max(s.batch_x, default=0) for s in series] + [1])

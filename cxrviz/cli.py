@@ -71,8 +71,9 @@ def train_one(config, *, quiet: bool = False, root=None):
             bar = bars["train"]
             bar.update(p.step - bar.n)
             if p.kind == "epoch":
+                held = "val_acc" if "val_acc" in p.metrics else "test_acc"  # test: no validation split
                 bar.set_postfix(ep=f"{p.epoch}/{p.epochs}", loss=f"{p.metrics['train_loss']:.3f}",
-                                test_acc=f"{100 * p.metrics['test_acc']:.1f}%")
+                                **{held: f"{100 * p.metrics[held]:.1f}%"})
         elif p.kind == "end":
             for b in bars.values():
                 b.close()
@@ -103,7 +104,8 @@ def _configs(a, archs: list[str]):
             c = TrainConfig(arch=arch, data=a.data, img_size=a.img_size, epochs=a.epochs, seed=seed, device=a.device,
                             batch_size=getattr(a, "batch_size", None), lr=getattr(a, "lr", None),
                             optimizer=getattr(a, "optimizer", None), augment=getattr(a, "augment", None),
-                            precision=a.precision)
+                            precision=a.precision, val_fraction=a.val_fraction,
+                            select=a.select.replace("-", "_"))
             out.append(c.resolved())  # validate every config before the first run starts
     return out
 
@@ -249,6 +251,11 @@ def _add_train_args(p: argparse.ArgumentParser, with_arch: bool) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto (default): bf16 autocast + channels-last where faster (GPU; CPU with bf16 instructions)")
+    p.add_argument("--val-fraction", type=float, default=0.15, metavar="F",
+                   help="training images held out (stratified, fixed split seed 0) for the per-epoch metrics; the "
+                        "test split is scored once at the end (default 0.15; 0 = test every epoch, the old way)")
+    p.add_argument("--select", choices=["final", "best-val"], default="final",
+                   help="weights scored on the test split: the final epoch's, or the best on validation")
     if with_arch:
         p.add_argument("--batch-size", type=_pos_int, default=None)
         p.add_argument("--lr", type=float, default=None)

@@ -210,10 +210,14 @@ def roc(runs: list[Run]) -> go.Figure:
 
 # ---------------------------------------------------------------- training curves
 def _history(r: Run) -> list[dict]:
+    """Per-epoch rows; the held-out curve is validation, or test for runs trained before the validation split
+    (their rows have test_*): both are drawn as ``test_*`` here and the titles say "held-out"."""
     try:
-        return list(r.history.get("history") or [])
+        rows = list(r.history.get("history") or [])
     except RunError:
         return []
+    return [{**row, "test_loss": row.get("val_loss"), "test_acc": row.get("val_acc")} if "val_acc" in row else row
+            for row in rows]
 
 
 def training_curves(runs: list[Run]) -> go.Figure:
@@ -222,8 +226,8 @@ def training_curves(runs: list[Run]) -> go.Figure:
     hs = [h for h in hs if h[2]]
     if not hs:
         return _empty("No training history for the selected runs")
-    fig = make_subplots(rows=1, cols=2, subplot_titles=["loss (thin: train, thick: test)",
-                                                        "accuracy (thin: train, thick: test)"],
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["loss (thin: train, thick: validation, or test in older runs)",
+                                                        "accuracy (thin: train, thick: validation, or test in older runs)"],
                         horizontal_spacing=0.08)
     for color, lab, h in hs:
         ep = [row["epoch"] for row in h]
@@ -393,8 +397,8 @@ def training_curves_png(runs: list[Run]) -> bytes:
         ax1.plot(ep, [row.get("train_loss", np.nan) for row in h], ".-", color=c, alpha=0.5, label=f"{lab} train")
         ax1.plot(ep, [row.get("test_loss", np.nan) for row in h], "o--", color=c, lw=2, label=f"{lab} test")
         ax2.plot(ep, [100 * row.get("test_acc", np.nan) for row in h], "o--", color=c, lw=2, label=lab)
-    ax1.set_title("loss (solid train, dashed test)", fontsize="small")
-    ax2.set_title("test accuracy (%)", fontsize="small")
+    ax1.set_title("loss (solid train, dashed validation, or test in older runs)", fontsize="small")
+    ax2.set_title("validation (older runs: test) accuracy (%)", fontsize="small")
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")

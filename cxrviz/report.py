@@ -33,6 +33,16 @@ def dataset_name(r: Run) -> str:
     return SYNTHETIC if d.get("synthetic") else (d.get("name") or "unknown")
 
 
+def selected_on(r: Run) -> str:
+    """Which split chose the run's settings and epochs: "validation" (per-epoch metrics on a held-out part of
+    train, test scored once), "test (every epoch)" (val_fraction 0) or "test (old run)" (trained before the
+    validation split existed: its per-epoch curves are test figures, so its test figure is optimistic)."""
+    c = r.config
+    if "val_fraction" not in c:
+        return "test (old run)"
+    return "validation" if (c.get("val_fraction") or 0) > 0 else "test (every epoch)"
+
+
 def run_row(r: Run) -> dict:
     c, ev, t = r.config, r.evaluation or {}, r.meta.get("timings", {})
     stats = model_stats(r.arch, int(c["img_size"]), len(r.classes), int(c.get("in_channels", 1)))
@@ -46,7 +56,7 @@ def run_row(r: Run) -> dict:
         "ci_low": ev.get("ci_low", math.nan), "ci_high": ev.get("ci_high", math.nan),
         "macro_f1": ev.get("macro_f1", math.nan), "latency_ms": ev.get("latency_ms", math.nan),
         "n_test": ev.get("n"), "created": r.meta.get("created"), "group": r.group_key,
-        "label": r.label,
+        "label": r.label, "selected_on": selected_on(r),
     }
     for cls, m in (ev.get("per_class") or {}).items():
         row[f"recall:{cls}"] = m["recall"]
@@ -169,7 +179,7 @@ def display_table(runs: list[Run]) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=["model", "dataset", "depth", "params (M)", "GFLOPs", "img", "epochs",
                                      "device", "train (min)", "test acc", "95 % CI", "macro-F1", "ms/img",
-                                     "seed", "status", "run"])
+                                     "curves on", "seed", "status", "run"])
     df = df.sort_values(["dataset", "accuracy"], ascending=[True, False])
     out = pd.DataFrame({
         "model": [_model_cell(m, s) for m, s in zip(df["model"], df["status"])], "dataset": df["dataset"],
@@ -183,6 +193,7 @@ def display_table(runs: list[Run]) -> pd.DataFrame:
     for c in recall_columns(df):
         out["recall " + c.split(":", 1)[1]] = _rnd(df[c], 3)
     out["ms/img"] = _rnd(df["latency_ms"], 2)
+    out["curves on"] = df["selected_on"]  # the split of the per-epoch metrics; "test acc" is always test
     out["seed"] = df["seed"]
     out["status"] = df["status"]
     out["run"] = df["run"]
@@ -234,6 +245,7 @@ def leaderboard_frame(runs: list[Run], groups: bool = False) -> pd.DataFrame:
         for c in recall_columns(df):
             out["recall " + c.split(":", 1)[1]] = 100 * df[c]
         out["ms/img"] = df["latency_ms"]
+        out["curves on"] = df["selected_on"]
         out["status"] = df["status"]
         out["dataset"] = df["dataset"]
         out["run"] = df["run"]

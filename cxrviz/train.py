@@ -1,7 +1,8 @@
 """The trainer: one loop for every registered architecture, independent of Streamlit.
 
-``train(config, callback=..., stop=...)`` loads the (cached) data, trains, evaluates on the test split
-every epoch and returns a :class:`TrainResult` that :mod:`cxrviz.runs` stores. Progress goes to the
+``train(config, callback=..., stop=...)`` loads the (cached) data, holds out a validation split
+(``val_fraction``), trains, evaluates on validation every epoch, scores the test split once at the end (on
+the final or the best-on-validation weights: ``select``) and returns a :class:`TrainResult` that :mod:`cxrviz.runs` stores. Progress goes to the
 callback as :class:`Progress` events; ``stop`` (a ``threading.Event``) ends the run within a second,
 even in the middle of a long batch.
 """
@@ -23,6 +24,7 @@ from torch import nn
 
 from .data.augment import AUGMENT_LEVELS, augment_batch
 from .data.dataset import DatasetSource, load_split, open_dataset
+from .data.validation import split_validation
 from .metrics import evaluate_predictions
 from .models import get_spec
 from .precision import FP32, PRECISIONS, Precision, autocast, to_memory_format
@@ -30,6 +32,7 @@ from .precision import choose as choose_precision
 
 OPTIMIZERS = ("adamw", "sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
+SELECTS = ("final", "best_val")
 
 
 class ConfigError(ValueError):
@@ -63,6 +66,9 @@ class TrainConfig:
     precise_bn: bool = True  # re-estimate BatchNorm statistics on the clean train set before each evaluation
     ema: float | None = None  # exponential moving average of the weights, decay per step (0 = off)
     precision: str = "auto"  # auto | bf16 | fp32 (cxrviz/precision.py); the one used is in the run's environment
+    val_fraction: float = 0.15  # training images held out for per-epoch metrics (0 = the old way: test every epoch)
+    val_seed: int = 0  # the split's seed: fixed, independent of ``seed``, so seeds share validation images
+    select: str = "final"  # final | best_val: the weights scored once on the test split at the end
 
     def resolved(self) -> "TrainConfig":
         """Fill unset values from the architecture's recipe and validate everything."""
@@ -89,6 +95,12 @@ class TrainConfig:
             raise ConfigError(f"augment must be one of {tuple(AUGMENT_LEVELS)}, not {c.augment!r}")
         if not 0.0 <= c.ema < 1.0:
             raise ConfigError(f"ema must be in [0, 1), not {c.ema}")
+        if not (isinstance(c.val_fraction, (int, float)) and 0.0 <= c.val_fraction <= 0.5):
+            raise ConfigError(f"validation fraction must be in [0, 0.5], not {c.val_fraction}")
+        if c.select not in SELECTS:
+            raise ConfigError(f"select must be one of {SELECTS}, not {c.select!r}")
+        if c.select == "best_val" and c.val_fraction == 0:
+            raise ConfigError("select best_val needs a validation split (val_fraction > 0)")
         if c.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {PRECISIONS}, not {c.precision!r}")
         if c.in_channels not in (1, 3):
@@ -343,6 +355,7 @@ class TrainSession:
         self.batch_losses: list[float] = []
         self.last_eval: tuple[torch.Tensor, dict] | None = None
         self.eval_state: dict[str, torch.Tensor] | None = None  # copy (on the device) of the weights last_eval used
+        self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (val acc, epoch, weights) if best_val
         self.hooks: list = []
         self.step = 0
         self.t_train = 0.0
@@ -369,6 +382,13 @@ class TrainSession:
 
         self.train_set = load_split(self.src, "train", c.img_size, progress=data_progress)
         self.test_set = load_split(self.src, "test", c.img_size, progress=data_progress)
+        self.val_set, self.stratified = None, None
+        if c.val_fraction > 0:
+            self.train_set, self.val_set, self.stratified = split_validation(self.train_set, c.val_fraction,
+                                                                             c.val_seed)
+            if len(self.val_set) == 0:
+                raise ConfigError(f"a validation fraction of {c.val_fraction} holds out no image: use a larger "
+                                  "fraction, or 0 for no validation split")
         if len(self.train_set) < 2:
             raise ConfigError("the training split needs at least two readable images")
         self.t_data = time.perf_counter() - t0
@@ -391,6 +411,7 @@ class TrainSession:
         self.x_train = self.train_set.images.to(device)  # uint8; on a GPU the whole cached set lives there
         self.y_train = self.train_set.labels.to(device)
         self.x_test = self.test_set.images.to(device)
+        self.x_val = self.val_set.images.to(device) if self.val_set is not None else None
         aug = AUGMENT_LEVELS[c.augment]
         self.aug = replace(aug, hflip=True) if c.hflip else aug
         self.bs = min(c.batch_size, len(self.train_set))
@@ -457,21 +478,28 @@ class TrainSession:
                 "train_s": seconds}
 
     def evaluate(self, epoch: int, trained: dict) -> dict:
-        """Score the epoch's weights on the held-out images, record and emit the epoch's row."""
+        """Score the epoch's weights on the held-out images (validation; the test split for runs without one),
+        record and emit the epoch's row."""
         c, net = self.c, self.net
         tv = time.perf_counter()
         if c.precise_bn:
             recalibrate_bn(net, self.x_train, self.pre, self.device, batch_size=self.bs, precision=self.precision)
-        probs = predict_probs(net, self.x_test, self.pre, self.device, stop=self.stop, precision=self.precision)
-        test_loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), self.test_set.labels))
-        test_acc = float((probs.argmax(1) == self.test_set.labels).float().mean())
+        held = self.val_set if self.val_set is not None else self.test_set
+        x_held = self.x_val if self.val_set is not None else self.x_test
+        probs = predict_probs(net, x_held, self.pre, self.device, stop=self.stop, precision=self.precision)
+        loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), held.labels))
+        acc = float((probs.argmax(1) == held.labels).float().mean())
         self.t_eval += time.perf_counter() - tv
         self.last_eval = (probs, {"epoch": epoch})
         if epoch < c.epochs:  # a stop in a later epoch stores these weights, not half-trained ones
             self.eval_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        if c.select == "best_val" and (self.best is None or acc > self.best[0]):  # the earliest epoch on ties
+            state = self.eval_state if epoch < c.epochs else {k: v.detach().clone() for k, v in net.state_dict().items()}
+            self.best = (acc, epoch, state)
         el = time.perf_counter() - self.t_start
+        split = "val" if self.val_set is not None else "test"
         row = {"epoch": epoch, "train_loss": trained["train_loss"], "train_acc": trained["train_acc"],
-               "test_loss": test_loss, "test_acc": test_acc, "lr": self.opt.param_groups[0]["lr"], "time": el,
+               f"{split}_loss": loss, f"{split}_acc": acc, "lr": self.opt.param_groups[0]["lr"], "time": el,
                "train_s": trained["train_s"]}
         self.history.append(row)
         if len(self.batch_losses) > self.max_batch_losses:  # bounded: keep every other point
@@ -480,6 +508,25 @@ class TrainSession:
                            loss=trained["train_loss"], elapsed=el,
                            eta=el / self.step * (self.total_steps - self.step), metrics=row))
         return row
+
+    def score_test(self, status: str) -> tuple[torch.Tensor, int] | None:
+        """With a validation split: score the test split once, on the selected weights (the last completed
+        epoch's, or the best on validation), which become the run's weights. None if no epoch completed."""
+        if not self.history:
+            return None
+        if self.best is not None:
+            _, epoch, state = self.best
+            self.net.load_state_dict(state)
+        elif status == "stopped" and self.eval_state is not None:
+            epoch = len(self.history)
+            self.net.load_state_dict(self.eval_state)
+        else:
+            epoch = len(self.history)
+        tv = time.perf_counter()
+        probs = predict_probs(self.net, self.x_test, self.pre, self.device, precision=self.precision)  # no stop
+        self.t_eval += time.perf_counter() - tv
+        self.eval_state = None  # the net now holds the selected weights
+        return probs, epoch
 
     def release(self) -> None:
         """Remove the stop hooks and free the gradients (after the last epoch, or a stop)."""
@@ -493,10 +540,16 @@ class TrainSession:
     def finish(self, status: str) -> TrainResult:
         c, src, test_set, net = self.c, self.src, self.test_set, self.net
         evaluation = predictions = None
+        if self.val_set is not None:  # the test split, once, at the end
+            scored = self.score_test(status)
+            self.last_eval = None if scored is None else (scored[0], {"epoch": scored[1]})
         if self.last_eval is not None:
             probs, info = self.last_eval
             evaluation = evaluate_predictions(test_set.labels.tolist(), probs.numpy(), src.classes)
             evaluation["epoch"] = info["epoch"]
+            evaluation["split"] = "test"
+            evaluation["selected_on"] = "validation" if self.val_set is not None else "test (every epoch)"
+            evaluation["select"] = c.select
             if status == "done":
                 evaluation["latency_ms"] = measure_latency(net, test_set.images, self.pre, self.device,
                                                            precision=self.precision)
@@ -518,12 +571,15 @@ class TrainSession:
             evaluation=evaluation, predictions=predictions, timings=timings,
             environment={**environment(self.device), **self.precision.record()},
             dataset={**src.describe(), "img_size": c.img_size, "train_n": len(self.train_set),
-                     "test_n": len(test_set), "skipped": self.train_set.errors + test_set.errors},
+                     "test_n": len(test_set), "skipped": self.train_set.errors + test_set.errors,
+                     **({"val_n": len(self.val_set), "val_stratified_by": self.stratified,
+                         "val_paths": self.val_set.paths} if self.val_set is not None else {})},
             norm={"mean": self.mean, "std": self.std, "in_channels": c.in_channels}, state_dict=state)
         self.emit(Progress("end", epoch=len(self.history), epochs=c.epochs, step=self.step,
                            total_steps=self.total_steps, elapsed=t_total, eta=0.0, message=status,
                            metrics=({"test_acc": evaluation["accuracy"]} if evaluation else {})))
-        self.model = self.net = self.opt = self.x_train = self.y_train = self.x_test = self.ema_model = None
+        self.model = self.net = self.opt = self.x_train = self.y_train = self.x_test = self.x_val = None
+        self.ema_model = self.best = None
         if self.cuda:
             torch.cuda.empty_cache()
         return result

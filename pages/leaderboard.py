@@ -70,6 +70,10 @@ cfg = {
                                                  help="training + per-epoch evaluation wall time"),
     "ms/img": st.column_config.NumberColumn("ms/img", format="%.2f", help="inference latency per image"),
     "img": st.column_config.NumberColumn("img", format="%d px"),
+    "curves on": st.column_config.TextColumn("curves on", help="The split of the per-epoch curves (and of any "
+                                             "best-epoch choice): validation; or the test split for runs trained "
+                                             "the old way, whose test figure is then optimistic. 'test acc' is "
+                                             "always the test split, scored once at the end."),
 }
 for col in table.columns:
     if col.startswith("recall "):

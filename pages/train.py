@@ -139,10 +139,16 @@ if src is not None:
     devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     device = h.selectbox("Device", devices, key="t_device", help="One worker per device; jobs on a device run "
                                                                  "one after another.")
-    i, _, _, _ = st.columns(4)
+    i, j, k, _ = st.columns(4)
     precision = i.selectbox("Precision", list(PRECISIONS), key="t_precision",
                             help="auto: bf16 autocast + channels-last where the device is faster with it (a GPU; a "
                                  "CPU with AVX512-BF16/AMX after a short probe), else fp32. The run records which.")
+    val_fraction = j.number_input("Validation fraction", min_value=0.0, max_value=0.5, value=0.15, step=0.05,
+                                  key="t_val_fraction", help="Training images held out (stratified by class and "
+                                  "source, fixed split) for the live curves; the test split is scored once, at the "
+                                  "end. 0 = the old way: test every epoch.")
+    select = k.selectbox("Test the weights of", ["final", "best_val"], key="t_select",
+                         format_func=lambda v: {"final": "the final epoch", "best_val": "the best epoch on validation"}[v])
 
     problems: list[str] = []
     seeds: list[int] = []
@@ -159,7 +165,8 @@ if src is not None:
                                        batch_size=batch, lr=lr,
                                        optimizer=None if opt_choice == "recipe" else opt_choice,
                                        augment=None if aug_choice == "recipe" else aug_choice, seed=seed,
-                                       device=device, precision=precision))
+                                       device=device, precision=precision, val_fraction=val_fraction,
+                                       select=select))
     resolved: list[TrainConfig] = []
     for cfg in configs:
         try:
