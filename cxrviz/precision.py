@@ -15,6 +15,7 @@ side by side (``python -m cxrviz bench --precision``).
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +138,8 @@ def choose(setting: str, device: torch.device, arch: str, img_size: int, in_chan
 def bench_precision(archs=("vgg19", "resnet18"), img_size: int = 128, batch_size: int = 32, steps: int = 3,
                     in_channels: int = 1, log=lambda s: None) -> dict:
     """Images/s of training steps in fp32, fp32 + channels-last, bf16 autocast and bf16 + channels-last,
-    measured side by side (the same model and batch), per architecture, on the CPU."""
+    measured side by side per architecture on the CPU: the variants take turns one step at a time (after one
+    warm-up step each), so a machine shared with other work slows them alike; the median step counts."""
     from .models import get_spec
 
     out = {"img_size": img_size, "batch_size": batch_size, "steps": steps, "cpu_bf16": cpu_has_bf16(),
@@ -149,11 +151,15 @@ def bench_precision(archs=("vgg19", "resnet18"), img_size: int = 128, batch_size
         model = get_spec(arch).build(num_classes=3, in_channels=in_channels)
         x = torch.randn(batch_size, in_channels, img_size, img_size)
         y = torch.randint(0, 3, (batch_size,))
-        row = {}
-        for name, bf16, cl in variants:
-            s = _time_steps(model, x, y, bf16=bf16, channels_last=cl, steps=steps)
-            row[name] = batch_size / s
-            log(f"  {arch} {name}: {row[name]:.1f} img/s")
+        times: dict[str, list[float]] = {v[0]: [] for v in variants}
+        for r in range(steps + 1):
+            for name, bf16, cl in variants:
+                t = _time_steps(model, x, y, bf16=bf16, channels_last=cl, steps=1, warmup=0)
+                if r > 0:  # round 0 is the warm-up
+                    times[name].append(t)
+            log(f"  {arch} round {r}: " + ", ".join(f"{k} {batch_size / v[-1]:.1f} img/s" for k, v in times.items()
+                                                   if v))
+        row = {name: batch_size / statistics.median(ts) for name, ts in times.items()}
         row["best"] = max(row, key=row.get)
         row["speedup_bf16_cl"] = row["bf16_cl"] / row["fp32"]
         out["models"][arch] = row

@@ -21,7 +21,7 @@ def _digest(state: dict) -> str:
 
 
 def _cfg(**kw):
-    return TrainConfig(**{**dict(arch="lenet5", img_size=32, epochs=2, seed=0),
+    return TrainConfig(**{**dict(arch="lenet5", img_size=32, epochs=2, seed=0, precision="fp32", val_fraction=0.0),
                           **kw})
 
 

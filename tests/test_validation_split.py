@@ -5,8 +5,8 @@ import threading
 import pytest
 import torch
 
-from cxrviz.data.validation import split_indices, split_validation
 from cxrviz.data.dataset import ImageSet
+from cxrviz.data.validation import split_indices, split_validation
 from cxrviz.train import ConfigError, TrainConfig, train
 
 
