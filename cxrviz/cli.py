@@ -105,7 +105,7 @@ def _configs(a, archs: list[str]):
                             batch_size=getattr(a, "batch_size", None), lr=getattr(a, "lr", None),
                             optimizer=getattr(a, "optimizer", None), augment=getattr(a, "augment", None),
                             precision=a.precision, val_fraction=a.val_fraction,
-                            select=a.select.replace("-", "_"))
+                            select=a.select.replace("-", "_"), clahe=a.clahe, standardize=a.standardize)
             out.append(c.resolved())  # validate every config before the first run starts
     return out
 
@@ -254,13 +254,16 @@ def _add_train_args(p: argparse.ArgumentParser, with_arch: bool) -> None:
     p.add_argument("--val-fraction", type=float, default=0.15, metavar="F",
                    help="training images held out (stratified, fixed split seed 0) for the per-epoch metrics; the "
                         "test split is scored once at the end (default 0.15; 0 = test every epoch, the old way)")
+    p.add_argument("--clahe", action="store_true", help="adaptive histogram equalisation of every image")
+    p.add_argument("--standardize", action="store_true",
+                   help="per-image intensity standardisation (zero mean, unit sd) instead of the set's mean/sd")
     p.add_argument("--select", choices=["final", "best-val"], default="final",
                    help="weights scored on the test split: the final epoch's, or the best on validation")
     if with_arch:
         p.add_argument("--batch-size", type=_pos_int, default=None)
         p.add_argument("--lr", type=float, default=None)
         p.add_argument("--optimizer", choices=["adamw", "sgd", "adam"], default=None)
-        p.add_argument("--augment", choices=["none", "light", "standard"], default=None,
+        p.add_argument("--augment", choices=["none", "light", "standard", "strong"], default=None,
                        help="default: the recipe's (none for the deck's four models, light for LeNet-5)")
 
 

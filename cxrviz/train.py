@@ -24,6 +24,7 @@ from torch import nn
 
 from .data.augment import AUGMENT_LEVELS, augment_batch
 from .data.dataset import DatasetSource, load_split, open_dataset
+from .data.preprocess import clahe_uint8, standardize_per_image
 from .data.validation import split_validation
 from .metrics import evaluate_predictions
 from .models import get_spec
@@ -69,6 +70,8 @@ class TrainConfig:
     val_fraction: float = 0.15  # training images held out for per-epoch metrics (0 = the old way: test every epoch)
     val_seed: int = 0  # the split's seed: fixed, independent of ``seed``, so seeds share validation images
     select: str = "final"  # final | best_val: the weights scored once on the test split at the end
+    clahe: bool = False  # adaptive histogram equalisation of every image (cxrviz/data/preprocess.py)
+    standardize: bool = False  # per-image intensity standardisation instead of the training set's mean/std
 
     def resolved(self) -> "TrainConfig":
         """Fill unset values from the architecture's recipe and validate everything."""
@@ -242,17 +245,25 @@ _loss = loss_fn  # the old private name, still imported by dashboard.py until it
 
 
 class Preprocess:
-    """uint8 [B,1,S,S] -> normalised float input in the model's channel count (also used at predict time)."""
+    """uint8 [B,1,S,S] -> normalised float input in the model's channel count (also used at predict time).
 
-    def __init__(self, mean: float, std: float, in_channels: int) -> None:
+    ``clahe`` equalises uint8 input first (a run trained with CLAHE stores it, so predictions match: the
+    trainer equalises its cached tensors once instead); ``standardize`` gives each image zero mean and unit
+    standard deviation instead of the training set's ``mean``/``std`` (cxrviz/data/preprocess.py)."""
+
+    def __init__(self, mean: float, std: float, in_channels: int, standardize: bool = False,
+                 clahe: bool = False) -> None:
         self.mean, self.std, self.in_channels = mean, std, in_channels
+        self.standardize, self.clahe = standardize, clahe
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.clahe and x.dtype == torch.uint8:
+            x = clahe_uint8(x)
         x = x.float() / 255 if x.dtype == torch.uint8 else x
         return self.normalise(x)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
+        x = standardize_per_image(x) if self.standardize else (x - self.mean) / self.std
         return x.expand(-1, self.in_channels, -1, -1) if self.in_channels != x.shape[1] else x
 
 
@@ -382,6 +393,9 @@ class TrainSession:
 
         self.train_set = load_split(self.src, "train", c.img_size, progress=data_progress)
         self.test_set = load_split(self.src, "test", c.img_size, progress=data_progress)
+        if c.clahe:  # on the cached uint8 tensors, once (new ImageSets: the loaded ones are shared, memoised)
+            self.train_set = replace(self.train_set, images=clahe_uint8(self.train_set.images))
+            self.test_set = replace(self.test_set, images=clahe_uint8(self.test_set.images))
         self.val_set, self.stratified = None, None
         if c.val_fraction > 0:
             self.train_set, self.val_set, self.stratified = split_validation(self.train_set, c.val_fraction,
@@ -407,7 +421,7 @@ class TrainSession:
             torch.backends.cudnn.benchmark = os.environ.get("CXRVIZ_CUDNN_BENCHMARK", "0") == "1"
         self.model = model
         self.mean, self.std = self.train_set.mean_std()
-        self.pre = Preprocess(self.mean, self.std, c.in_channels)
+        self.pre = Preprocess(self.mean, self.std, c.in_channels, standardize=c.standardize)  # images: CLAHE'd
         self.x_train = self.train_set.images.to(device)  # uint8; on a GPU the whole cached set lives there
         self.y_train = self.train_set.labels.to(device)
         self.x_test = self.test_set.images.to(device)
@@ -574,7 +588,9 @@ class TrainSession:
                      "test_n": len(test_set), "skipped": self.train_set.errors + test_set.errors,
                      **({"val_n": len(self.val_set), "val_stratified_by": self.stratified,
                          "val_paths": self.val_set.paths} if self.val_set is not None else {})},
-            norm={"mean": self.mean, "std": self.std, "in_channels": c.in_channels}, state_dict=state)
+            norm={"mean": self.mean, "std": self.std, "in_channels": c.in_channels,
+                  **({"standardize": True} if c.standardize else {}), **({"clahe": True} if c.clahe else {})},
+            state_dict=state)
         self.emit(Progress("end", epoch=len(self.history), epochs=c.epochs, step=self.step,
                            total_steps=self.total_steps, elapsed=t_total, eta=0.0, message=status,
                            metrics=({"test_acc": evaluation["accuracy"]} if evaluation else {})))

@@ -139,7 +139,7 @@ if src is not None:
     devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     device = h.selectbox("Device", devices, key="t_device", help="One worker per device; jobs on a device run "
                                                                  "one after another.")
-    i, j, k, _ = st.columns(4)
+    i, j, k, m = st.columns(4)
     precision = i.selectbox("Precision", list(PRECISIONS), key="t_precision",
                             help="auto: bf16 autocast + channels-last where the device is faster with it (a GPU; a "
                                  "CPU with AVX512-BF16/AMX after a short probe), else fp32. The run records which.")
@@ -149,6 +149,10 @@ if src is not None:
                                   "end. 0 = the old way: test every epoch.")
     select = k.selectbox("Test the weights of", ["final", "best_val"], key="t_select",
                          format_func=lambda v: {"final": "the final epoch", "best_val": "the best epoch on validation"}[v])
+    prep = m.multiselect("Preprocessing", ["clahe", "standardize"], key="t_preprocess",
+                         format_func=lambda v: {"clahe": "CLAHE", "standardize": "per-image standardisation"}[v],
+                         help="CLAHE: adaptive histogram equalisation; per-image standardisation: each image to "
+                              "zero mean and unit sd. Recorded with the run and applied again at prediction time.")
 
     problems: list[str] = []
     seeds: list[int] = []
@@ -166,7 +170,7 @@ if src is not None:
                                        optimizer=None if opt_choice == "recipe" else opt_choice,
                                        augment=None if aug_choice == "recipe" else aug_choice, seed=seed,
                                        device=device, precision=precision, val_fraction=val_fraction,
-                                       select=select))
+                                       select=select, clahe="clahe" in prep, standardize="standardize" in prep))
     resolved: list[TrainConfig] = []
     for cfg in configs:
         try:
