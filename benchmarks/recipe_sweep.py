@@ -55,6 +55,8 @@ GRIDS: dict[str, dict[str, dict]] = {
         "adam1e-4-b16": {"batch_size": 16},
         "sgd.005": {"optimizer": "sgd", "lr": 0.005, "weight_decay": 5e-4, "momentum": 0.9},
     },
+    "cpu": {"recipe": {}, "standard-aug": {"augment": "standard"}, "clahe": {"clahe": True},
+            "strong-aug": {"augment": "strong"}, "standardize": {"standardize": True}},  # small CPU check
     "tiny": {"recipe": {}, "lr5e-4": {"lr": 5e-4}},  # for the CPU test of this script
 }
 

@@ -82,3 +82,10 @@ def test_bf16_run_learns_keeps_fp32_weights_and_stops():
     r = train(_cfg(precision="bf16", epochs=3), stop=stop,
               callback=lambda p: p.kind == "batch" and p.epoch == 2 and stop.set())
     assert r.status == "stopped" and len(r.history) == 1
+
+
+def test_bench_measures_the_four_variants_side_by_side():
+    r = prec.bench_precision(archs=("lenet5",), img_size=32, batch_size=4, steps=1)
+    m = r["models"]["lenet5"]
+    assert {"fp32", "fp32_cl", "bf16", "bf16_cl"} <= set(m) and all(m[k] > 0 for k in ("fp32", "bf16_cl"))
+    assert "lenet5" in prec.format_bench(r) and r["cpu_bf16"] == prec.cpu_has_bf16()
