@@ -72,3 +72,17 @@ def test_a_stopped_run_scores_test_once_on_its_last_completed_epoch():
     r = train(_cfg(epochs=3), stop=stop, callback=lambda p: p.kind == "batch" and p.epoch == 2 and stop.set())
     assert r.status == "stopped" and len(r.history) == 1
     assert r.evaluation is not None and r.evaluation["epoch"] == 1 and r.evaluation["n"] == 60
+
+
+def test_charts_and_leaderboard_say_which_split():
+    from types import SimpleNamespace
+
+    from cxrviz.charts import Series, history_figure
+    from cxrviz.report import selected_on
+
+    rows = [{"epoch": i, "train_loss": 1 / i, "val_loss": 1.1 / i, "train_acc": 0.5, "val_acc": 0.6} for i in (1, 2)]
+    kinds = [t.meta["kind"] for t in history_figure(Series("new", rows)).data]
+    assert "val_acc" in kinds and "test_acc" not in kinds
+    assert selected_on(SimpleNamespace(config={"arch": "lenet5"})) == "test (old run)"
+    assert selected_on(SimpleNamespace(config={"val_fraction": 0.15})) == "validation"
+    assert selected_on(SimpleNamespace(config={"val_fraction": 0.0})) == "test (every epoch)"
