@@ -47,9 +47,9 @@ def main() -> None:
                     first = s.history[0]["wall"] - t0
                 time.sleep(0.02)
             s = reg.get(jid)
-            acc = s.history[-1]["test_acc"] if s.history else float("nan")
+            acc = s.history[-1].get("val_acc", s.history[-1].get("test_acc")) if s.history else float("nan")
             print(f"seed {seed}: {s.status}; first epoch point after {first:.1f} s, finished after "
-                  f"{s.finished - t0:.1f} s; test accuracy {100 * acc:.1f} % after {len(s.history)} epochs"
+                  f"{s.finished - t0:.1f} s; last epoch held-out (validation) accuracy {100 * acc:.1f} % after {len(s.history)} epochs"
                   + (f"; error: {s.error}" if s.error else ""))
 
 

@@ -405,6 +405,14 @@ def main(args) -> int:
         from .bench_scale import main as scale_main
 
         return scale_main(args)
+    if getattr(args, "precision", False):  # bench --precision: fp32 vs bf16, side by side (cxrviz/precision.py)
+        from cxrviz.precision import bench_precision, format_bench
+
+        r = bench_precision(steps=2 if args.quick else 4, log=lambda s: print(s, flush=True))
+        print(format_bench(r))
+        if args.out:
+            Path(args.out).write_text(json.dumps(r, indent=2))
+        return 0
     r = run_bench(args.quick, args.data, args.device, args.out, log=lambda s: print(s, flush=True))
     print()
     print(format_report(r))

@@ -14,7 +14,7 @@ import torch
 from .data.dataset import DatasetSource
 from .format import format_duration
 from .models import get_spec, model_stats
-from .train import TrainConfig, compute_loss, make_optimizer, select_device
+from .train import TrainConfig, loss_fn, make_optimizer, select_device
 
 LONG_RUN_S = 600.0  # warn above this (all jobs of a launch together)
 PROBE_MAX_SIZE = 64
@@ -90,7 +90,7 @@ def probe_speed(arch: str, optimizer: str, device: str = "auto", in_channels: in
             if _GENERATION[0] != generation:
                 raise ProbeCancelled(f"timing {name} was cancelled")
             t0 = time.perf_counter()
-            loss, _ = compute_loss(model(x), y, cfg)
+            loss, _ = loss_fn(model(x), y, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             _sync(dev)

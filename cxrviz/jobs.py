@@ -135,7 +135,8 @@ class Job:
                 self.history.append({**p.metrics, "wall": time.time()})
                 _thin(self.history, MAX_HISTORY_POINTS)
                 if not self._stop.is_set():
-                    self.message = f"epoch {p.epoch}/{p.epochs}: test acc {100 * p.metrics['test_acc']:.1f} %"
+                    split = "val" if "val_acc" in p.metrics else "test"  # runs without a validation split
+                    self.message = f"epoch {p.epoch}/{p.epochs}: {split} acc {100 * p.metrics[split + '_acc']:.1f} %"
             self.version += 1
 
     def snapshot(self) -> JobSnapshot:

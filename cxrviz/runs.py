@@ -288,7 +288,8 @@ def load_model(run: Run, device: str | torch.device = "cpu"):
     del result
     model.eval().to(device)
     n = run.meta.get("norm", {})
-    return model, Preprocess(n.get("mean", 0.5), n.get("std", 0.25), n.get("in_channels", c.get("in_channels", 1)))
+    return model, Preprocess(n.get("mean", 0.5), n.get("std", 0.25), n.get("in_channels", c.get("in_channels", 1)),
+                             standardize=bool(n.get("standardize")), clahe=bool(n.get("clahe")))
 
 
 # ------------------------------------------------------------------ records stored with a run

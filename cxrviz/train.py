@@ -1,7 +1,8 @@
 """The trainer: one loop for every registered architecture, independent of Streamlit.
 
-``train(config, callback=..., stop=...)`` loads the (cached) data, trains, evaluates on the test split
-every epoch and returns a :class:`TrainResult` that :mod:`cxrviz.runs` stores. Progress goes to the
+``train(config, callback=..., stop=...)`` loads the (cached) data, holds out a validation split
+(``val_fraction``), trains, evaluates on validation every epoch, scores the test split once at the end (on
+the final or the best-on-validation weights: ``select``) and returns a :class:`TrainResult` that :mod:`cxrviz.runs` stores. Progress goes to the
 callback as :class:`Progress` events; ``stop`` (a ``threading.Event``) ends the run within a second,
 even in the middle of a long batch.
 """
@@ -23,12 +24,17 @@ from torch import nn
 
 from .data.augment import AUGMENT_LEVELS, augment_batch
 from .data.dataset import DatasetSource, load_split, open_dataset
+from .data.preprocess import clahe_uint8, standardize_per_image
+from .data.validation import split_validation
 from .errors import CxrvizError
 from .metrics import evaluate_predictions
 from .models import get_spec
+from .precision import FP32, PRECISIONS, Precision, autocast, to_memory_format
+from .precision import choose as choose_precision
 
 OPTIMIZERS = ("adamw", "sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
+SELECTS = ("final", "best_val")
 
 
 class ConfigError(CxrvizError):
@@ -61,6 +67,12 @@ class TrainConfig:
     aux_weight: float = 0.3  # GoogLeNet auxiliary losses
     precise_bn: bool = True  # re-estimate BatchNorm statistics on the clean train set before each evaluation
     ema: float | None = None  # exponential moving average of the weights, decay per step (0 = off)
+    precision: str = "auto"  # auto | bf16 | fp32 (cxrviz/precision.py); the one used is in the run's environment
+    val_fraction: float = 0.15  # training images held out for per-epoch metrics (0 = the old way: test every epoch)
+    val_seed: int = 0  # the split's seed: fixed, independent of ``seed``, so seeds share validation images
+    select: str = "final"  # final | best_val: the weights scored once on the test split at the end
+    clahe: bool = False  # adaptive histogram equalisation of every image (cxrviz/data/preprocess.py)
+    standardize: bool = False  # per-image intensity standardisation instead of the training set's mean/std
 
     def resolved(self) -> "TrainConfig":
         """Fill unset values from the architecture's recipe and validate everything."""
@@ -87,6 +99,14 @@ class TrainConfig:
             raise ConfigError(f"augment must be one of {tuple(AUGMENT_LEVELS)}, not {c.augment!r}")
         if not 0.0 <= c.ema < 1.0:
             raise ConfigError(f"ema must be in [0, 1), not {c.ema}")
+        if not (isinstance(c.val_fraction, (int, float)) and 0.0 <= c.val_fraction <= 0.5):
+            raise ConfigError(f"validation fraction must be in [0, 0.5], not {c.val_fraction}")
+        if c.select not in SELECTS:
+            raise ConfigError(f"select must be one of {SELECTS}, not {c.select!r}")
+        if c.select == "best_val" and c.val_fraction == 0:
+            raise ConfigError("select best_val needs a validation split (val_fraction > 0)")
+        if c.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, not {c.precision!r}")
         if c.in_channels not in (1, 3):
             raise ConfigError("in_channels must be 1 (grayscale) or 3")
         return c
@@ -210,8 +230,8 @@ def _install_stop_hooks(model: nn.Module, stop: threading.Event) -> list:
     return handles
 
 
-def compute_loss(out, y: torch.Tensor, c: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy with label smoothing (plus GoogLeNet's auxiliary heads in training mode); (loss, logits)."""
+def loss_fn(out, y: torch.Tensor, c: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training loss (label-smoothed cross-entropy, plus GoogLeNet's weighted auxiliary losses) and the logits."""
     if isinstance(out, tuple):  # GoogLeNet in training mode: (logits, aux1, aux2)
         logits = out[0]
         loss = F.cross_entropy(logits, y, label_smoothing=c.label_smoothing)
@@ -222,38 +242,51 @@ def compute_loss(out, y: torch.Tensor, c: TrainConfig) -> tuple[torch.Tensor, to
     return F.cross_entropy(out, y, label_smoothing=c.label_smoothing), out
 
 
-_loss = compute_loss  # the name train() uses
 
 
 class Preprocess:
-    """uint8 [B,1,S,S] -> normalised float input in the model's channel count (also used at predict time)."""
+    """uint8 [B,1,S,S] -> normalised float input in the model's channel count (also used at predict time).
 
-    def __init__(self, mean: float, std: float, in_channels: int) -> None:
+    ``clahe`` equalises uint8 input first (a run trained with CLAHE stores it, so predictions match: the
+    trainer equalises its cached tensors once instead); ``standardize`` gives each image zero mean and unit
+    standard deviation instead of the training set's ``mean``/``std`` (cxrviz/data/preprocess.py)."""
+
+    def __init__(self, mean: float, std: float, in_channels: int, standardize: bool = False,
+                 clahe: bool = False) -> None:
         self.mean, self.std, self.in_channels = mean, std, in_channels
+        self.standardize, self.clahe = standardize, clahe
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.clahe and x.dtype == torch.uint8:
+            x = clahe_uint8(x)
         x = x.float() / 255 if x.dtype == torch.uint8 else x
         return self.normalise(x)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
+        x = standardize_per_image(x) if self.standardize else (x - self.mean) / self.std
         return x.expand(-1, self.in_channels, -1, -1) if self.in_channels != x.shape[1] else x
+
+
+def _default_precision(device: torch.device, precision: Precision | None) -> Precision:
+    """Evaluation without an explicit precision: bf16 + channels-last on a GPU (as always), fp32 elsewhere."""
+    if precision is not None:
+        return precision
+    return Precision("bf16", True, "GPU default") if device.type == "cuda" else FP32
 
 
 @torch.no_grad()
 def predict_probs(model: nn.Module, images: torch.Tensor, pre: Preprocess, device: torch.device,
-                  batch_size: int = 64, stop: threading.Event | None = None) -> torch.Tensor:
+                  batch_size: int = 64, stop: threading.Event | None = None,
+                  precision: Precision | None = None) -> torch.Tensor:
     """Softmax probabilities [N, C] on the CPU (float32) for uint8 images [N,1,S,S]."""
     model.eval()
     outs = []
-    amp = device.type == "cuda"
+    p = _default_precision(device, precision)
     for i in range(0, len(images), batch_size):
         if stop is not None and stop.is_set():
             raise StopTraining()
-        x = pre(images[i:i + batch_size].to(device, non_blocking=True))
-        if amp:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        x = to_memory_format(pre(images[i:i + batch_size].to(device, non_blocking=True)), p.channels_last)
+        with autocast(device, p.bf16):
             logits = model(x)
         outs.append(torch.softmax(logits.float(), 1))
     return torch.cat(outs).cpu()
@@ -261,7 +294,7 @@ def predict_probs(model: nn.Module, images: torch.Tensor, pre: Preprocess, devic
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, images: torch.Tensor, pre: Preprocess, device: torch.device,
-                   batch_size: int = 64, max_images: int = 192) -> bool:
+                   batch_size: int = 64, max_images: int = 192, precision: Precision | None = None) -> bool:
     """"Precise BN": replace the running BatchNorm statistics by their exact average over (up to
     ``max_images``) un-augmented training images. With ~8 steps per epoch the usual exponential average
     still remembers the first steps' activations for many epochs, and an eval-mode model then predicts one
@@ -274,17 +307,15 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, pre: Preprocess, devi
         b.reset_running_stats()
         b.momentum = None  # cumulative average over this pass
     model.train()
-    amp = device.type == "cuda"
+    p = _default_precision(device, precision)
     if len(images) > max_images:  # a fixed, class-balanced-in-expectation subset (files are class-ordered)
         idx = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:max_images]
         images = images[idx.to(images.device)]
     n = len(images)
     bs = max(2, batch_size)
     for i in range(0, n - 1, bs):
-        x = pre(images[i:min(i + bs, n)])
-        if amp:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        x = to_memory_format(pre(images[i:min(i + bs, n)]), p.channels_last)
+        with autocast(device, p.bf16):
             model(x)
     for b, m in zip(bns, momenta):
         b.momentum = m
@@ -293,185 +324,295 @@ def recalibrate_bn(model: nn.Module, images: torch.Tensor, pre: Preprocess, devi
 
 
 def measure_latency(model: nn.Module, images: torch.Tensor, pre: Preprocess, device: torch.device,
-                    n: int = 10) -> float:
-    """Median milliseconds to classify one image (batch of 1), after a warm-up."""
+                    n: int = 10, precision: Precision | None = None) -> float:
+    """Median milliseconds to classify one image (batch of 1), after a warm-up, in the run's precision (fp32
+    when not given: what :mod:`cxrviz.predict` uses)."""
     model.eval()
     times = []
+    p = precision or FP32
     with torch.no_grad():
         for i in range(min(n, len(images)) + 2):
-            x = pre(images[i % len(images):i % len(images) + 1].to(device))
+            x = to_memory_format(pre(images[i % len(images):i % len(images) + 1].to(device)), p.channels_last)
             t = time.perf_counter()
-            model(x)
+            with autocast(device, p.bf16):
+                model(x)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
     return float(np.median(times[2:]) * 1000) if len(times) > 2 else float(times[-1] * 1000)
 
 
+class TrainSession:
+    """One training run in named steps, so each can be read (and changed) on its own:
+
+    ``setup()`` loads the (cached) data, seeds, builds the model, optimiser and schedule; ``run_epoch(e)``
+    trains one epoch; ``evaluate(e, ...)`` re-estimates BatchNorm and scores the held-out images, emitting the
+    epoch's row; ``finish(status)`` scores the final weights and packs the :class:`TrainResult`.
+    :func:`train` drives them; a stop (``StopTraining``) can land in any step after ``setup``."""
+
+    def __init__(self, config: TrainConfig, *, callback: Callback | None = None,
+                 stop: threading.Event | None = None, source: DatasetSource | None = None,
+                 max_batch_losses: int = 5000) -> None:
+        self.c = config.resolved()
+        self.spec = get_spec(self.c.arch)
+        self.device = select_device(self.c.device)
+        self.cuda = self.device.type == "cuda"
+        self.stop = stop or threading.Event()
+        self.emit = callback or (lambda p: None)
+        self.source = source
+        self.max_batch_losses = max_batch_losses
+        self.t0 = time.perf_counter()
+        self.history: list[dict] = []
+        self.batch_losses: list[float] = []
+        self.last_eval: tuple[torch.Tensor, dict] | None = None
+        self.eval_state: dict[str, torch.Tensor] | None = None  # copy (on the device) of the weights last_eval used
+        self.best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (val acc, epoch, weights) if best_val
+        self.hooks: list = []
+        self.step = 0
+        self.t_train = 0.0
+        self.t_eval = 0.0
+        self.t_data = 0.0
+        self.t_start = 0.0
+
+    # -- setup ------------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        self._load_data()
+        self._build()
+        self.t_start = time.perf_counter()
+        self.emit(Progress("start", epochs=self.c.epochs, total_steps=self.total_steps,
+                           elapsed=self.t_start - self.t0,
+                           message=f"training {self.spec.display} on {self.device}"))
+
+    def _load_data(self) -> None:
+        c, t0 = self.c, self.t0
+        self.src = self.source if self.source is not None else open_dataset(c.data)
+
+        def data_progress(done: int, total: int) -> None:
+            self.emit(Progress("data", message=f"decoding images {done}/{total}", step=done, total_steps=total,
+                               elapsed=time.perf_counter() - t0))
+
+        self.train_set = load_split(self.src, "train", c.img_size, progress=data_progress)
+        self.test_set = load_split(self.src, "test", c.img_size, progress=data_progress)
+        if c.clahe:  # on the cached uint8 tensors, once (new ImageSets: the loaded ones are shared, memoised)
+            self.train_set = replace(self.train_set, images=clahe_uint8(self.train_set.images))
+            self.test_set = replace(self.test_set, images=clahe_uint8(self.test_set.images))
+        self.val_set, self.stratified = None, None
+        if c.val_fraction > 0:
+            self.train_set, self.val_set, self.stratified = split_validation(self.train_set, c.val_fraction,
+                                                                             c.val_seed)
+            if len(self.val_set) == 0:
+                raise ConfigError(f"a validation fraction of {c.val_fraction} holds out no image: use a larger "
+                                  "fraction, or 0 for no validation split")
+        if len(self.train_set) < 2:
+            raise ConfigError("the training split needs at least two readable images")
+        self.t_data = time.perf_counter() - t0
+
+    def _build(self) -> None:
+        c, device = self.c, self.device
+        # decided before seeding: an "auto" probe on a bf16 CPU leaves the random generators as they were anyway
+        self.precision = choose_precision(c.precision, device, c.arch, c.img_size, c.in_channels)
+        self.g = seed_everything(c.seed)
+        model = self.spec.build(num_classes=len(self.src.classes), in_channels=c.in_channels).to(device)
+        if self.precision.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.cuda:
+            # cuDNN autotuning is off by default: on runs this short its per-shape tuning costs more than it saves
+            # (H200, the deck's four models at 224 px: 84 s with it, 40 s without). CXRVIZ_CUDNN_BENCHMARK=1 turns it on.
+            torch.backends.cudnn.benchmark = os.environ.get("CXRVIZ_CUDNN_BENCHMARK", "0") == "1"
+        self.model = model
+        self.mean, self.std = self.train_set.mean_std()
+        self.pre = Preprocess(self.mean, self.std, c.in_channels, standardize=c.standardize)  # images: CLAHE'd
+        self.x_train = self.train_set.images.to(device)  # uint8; on a GPU the whole cached set lives there
+        self.y_train = self.train_set.labels.to(device)
+        self.x_test = self.test_set.images.to(device)
+        self.x_val = self.val_set.images.to(device) if self.val_set is not None else None
+        aug = AUGMENT_LEVELS[c.augment]
+        self.aug = replace(aug, hflip=True) if c.hflip else aug
+        self.bs = min(c.batch_size, len(self.train_set))
+        self.steps_per_epoch = len(self.train_set) // self.bs  # drop the last partial batch (BatchNorm dislikes tiny ones)
+        self.total_steps = self.steps_per_epoch * c.epochs
+        self.opt = make_optimizer(model, c)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(c, self.steps_per_epoch))
+        # on a GPU a batch takes milliseconds: the check between batches is enough, and per-layer hooks would
+        # cost a Python call per module (GoogLeNet has ~200)
+        self.hooks = [] if self.cuda else _install_stop_hooks(model, self.stop)
+        self.ema_model = None
+        if c.ema > 0:  # evaluated and stored instead of the raw weights
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema), use_buffers=True)
+        self.net = self.ema_model.module if self.ema_model is not None else model  # what is evaluated and stored
+
+    # -- one epoch --------------------------------------------------------------------------------------------
+    def run_epoch(self, epoch: int) -> dict:
+        """Train one epoch; returns its training loss, accuracy and seconds."""
+        c, device, model, cuda, bs = self.c, self.device, self.model, self.cuda, self.bs
+        te = time.perf_counter()
+        model.train()
+        perm = torch.randperm(len(self.train_set), generator=self.g).to(device)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        seen = 0
+        epoch_losses: list[torch.Tensor] = []
+        for b in range(self.steps_per_epoch):
+            if self.stop.is_set():
+                raise StopTraining()
+            idx = perm[b * bs:(b + 1) * bs]
+            x = self.x_train[idx].float().div_(255)
+            x = self.pre.normalise(augment_batch(x, self.aug, self.g))
+            y = self.y_train[idx]
+            x = to_memory_format(x, self.precision.channels_last)
+            with autocast(device, self.precision.bf16):
+                out = model(x)
+                loss, logits = loss_fn(out, y, c)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.sched.step()
+            if self.ema_model is not None:
+                self.ema_model.update_parameters(model)
+            self.step += 1
+            ld = loss.detach()
+            loss_sum += ld * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if cuda:
+                epoch_losses.append(ld)
+            else:
+                lv = float(ld)
+                self.batch_losses.append(lv)
+                el = time.perf_counter() - self.t_start
+                self.emit(Progress("batch", epoch=epoch, epochs=c.epochs, step=self.step, total_steps=self.total_steps,
+                                   loss=lv, elapsed=el, eta=el / self.step * (self.total_steps - self.step)))
+        if cuda:  # one host sync per epoch
+            self.batch_losses.extend(torch.stack(epoch_losses).float().cpu().tolist())
+        seconds = time.perf_counter() - te
+        self.t_train += seconds
+        return {"train_loss": float(loss_sum) / max(1, seen), "train_acc": float(correct) / max(1, seen),
+                "train_s": seconds}
+
+    def evaluate(self, epoch: int, trained: dict) -> dict:
+        """Score the epoch's weights on the held-out images (validation; the test split for runs without one),
+        record and emit the epoch's row."""
+        c, net = self.c, self.net
+        tv = time.perf_counter()
+        if c.precise_bn:
+            recalibrate_bn(net, self.x_train, self.pre, self.device, batch_size=self.bs, precision=self.precision)
+        held = self.val_set if self.val_set is not None else self.test_set
+        x_held = self.x_val if self.val_set is not None else self.x_test
+        probs = predict_probs(net, x_held, self.pre, self.device, stop=self.stop, precision=self.precision)
+        loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), held.labels))
+        acc = float((probs.argmax(1) == held.labels).float().mean())
+        self.t_eval += time.perf_counter() - tv
+        self.last_eval = (probs, {"epoch": epoch})
+        if epoch < c.epochs:  # a stop in a later epoch stores these weights, not half-trained ones
+            self.eval_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        if c.select == "best_val" and (self.best is None or acc > self.best[0]):  # the earliest epoch on ties
+            state = self.eval_state if epoch < c.epochs else {k: v.detach().clone() for k, v in net.state_dict().items()}
+            self.best = (acc, epoch, state)
+        el = time.perf_counter() - self.t_start
+        split = "val" if self.val_set is not None else "test"
+        row = {"epoch": epoch, "train_loss": trained["train_loss"], "train_acc": trained["train_acc"],
+               f"{split}_loss": loss, f"{split}_acc": acc, "lr": self.opt.param_groups[0]["lr"], "time": el,
+               "train_s": trained["train_s"]}
+        self.history.append(row)
+        if len(self.batch_losses) > self.max_batch_losses:  # bounded: keep every other point
+            self.batch_losses[:] = self.batch_losses[::2]
+        self.emit(Progress("epoch", epoch=epoch, epochs=c.epochs, step=self.step, total_steps=self.total_steps,
+                           loss=trained["train_loss"], elapsed=el,
+                           eta=el / self.step * (self.total_steps - self.step), metrics=row))
+        return row
+
+    def score_test(self, status: str) -> tuple[torch.Tensor, int] | None:
+        """With a validation split: score the test split once, on the selected weights (the last completed
+        epoch's, or the best on validation), which become the run's weights. None if no epoch completed."""
+        if not self.history:
+            return None
+        if self.best is not None:
+            _, epoch, state = self.best
+            self.net.load_state_dict(state)
+        elif status == "stopped" and self.eval_state is not None:
+            epoch = len(self.history)
+            self.net.load_state_dict(self.eval_state)
+        else:
+            epoch = len(self.history)
+        tv = time.perf_counter()
+        probs = predict_probs(self.net, self.x_test, self.pre, self.device, precision=self.precision)  # no stop
+        self.t_eval += time.perf_counter() - tv
+        self.eval_state = None  # the net now holds the selected weights
+        return probs, epoch
+
+    def release(self) -> None:
+        """Remove the stop hooks and free the gradients (after the last epoch, or a stop)."""
+        for h in self.hooks:
+            h.remove()
+        self.hooks = []
+        if getattr(self, "opt", None) is not None:
+            self.opt.zero_grad(set_to_none=True)
+
+    # -- the end ----------------------------------------------------------------------------------------------
+    def finish(self, status: str) -> TrainResult:
+        c, src, test_set, net = self.c, self.src, self.test_set, self.net
+        evaluation = predictions = None
+        if self.val_set is not None:  # the test split, once, at the end
+            scored = self.score_test(status)
+            self.last_eval = None if scored is None else (scored[0], {"epoch": scored[1]})
+        if self.last_eval is not None:
+            probs, info = self.last_eval
+            evaluation = evaluate_predictions(test_set.labels.tolist(), probs.numpy(), src.classes)
+            evaluation["epoch"] = info["epoch"]
+            evaluation["split"] = "test"
+            evaluation["selected_on"] = "validation" if self.val_set is not None else "test (every epoch)"
+            evaluation["select"] = c.select
+            if status == "done":
+                evaluation["latency_ms"] = measure_latency(net, test_set.images, self.pre, self.device,
+                                                           precision=self.precision)
+            predictions = {"paths": test_set.paths, "labels": test_set.labels.tolist(),
+                           "probs": [[round(float(v), 6) for v in row] for row in probs.tolist()]}
+        t_total = time.perf_counter() - self.t0
+        timings = {"data_s": self.t_data, "train_s": self.t_train, "eval_s": self.t_eval, "total_s": t_total,
+                   "train_eval_s": time.perf_counter() - self.t_start}
+        if status == "stopped" and self.eval_state is not None:
+            # stopped in a later epoch (mid-batch, or mid-evaluation where precise BN resets the BatchNorm
+            # statistics): store the weights of the last evaluated epoch, so the run's evaluation and predictions
+            # match its weights
+            state = {k: v.to("cpu").contiguous() for k, v in self.eval_state.items()}
+        else:  # the model is dropped right after: on the CPU its tensors can be handed over without a copy
+            state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+        self.eval_state = None
+        result = TrainResult(
+            config={**c.to_dict(), "precision_used": self.precision.name}, status=status, history=self.history, batch_losses=self.batch_losses,
+            evaluation=evaluation, predictions=predictions, timings=timings,
+            environment={**environment(self.device), **self.precision.record()},
+            dataset={**src.describe(), "img_size": c.img_size, "train_n": len(self.train_set),
+                     "test_n": len(test_set), "skipped": self.train_set.errors + test_set.errors,
+                     **({"val_n": len(self.val_set), "val_stratified_by": self.stratified,
+                         "val_paths": self.val_set.paths} if self.val_set is not None else {})},
+            norm={"mean": self.mean, "std": self.std, "in_channels": c.in_channels,
+                  **({"standardize": True} if c.standardize else {}), **({"clahe": True} if c.clahe else {})},
+            state_dict=state)
+        self.emit(Progress("end", epoch=len(self.history), epochs=c.epochs, step=self.step,
+                           total_steps=self.total_steps, elapsed=t_total, eta=0.0, message=status,
+                           metrics=({"test_acc": evaluation["accuracy"]} if evaluation else {})))
+        self.model = self.net = self.opt = self.x_train = self.y_train = self.x_test = self.x_val = None
+        self.ema_model = self.best = None
+        if self.cuda:
+            torch.cuda.empty_cache()
+        return result
+
+
 def train(config: TrainConfig, *, callback: Callback | None = None, stop: threading.Event | None = None,
           source: DatasetSource | None = None, max_batch_losses: int = 5000) -> TrainResult:
     """Train one model. Raises ConfigError / DatasetError on bad settings or data (nothing is written)."""
-    c = config.resolved()
-    spec = get_spec(c.arch)
-    device = select_device(c.device)
-    stop = stop or threading.Event()
-    emit = callback or (lambda p: None)
-    t0 = time.perf_counter()
-
-    src = source if source is not None else open_dataset(c.data)
-
-    def data_progress(done: int, total: int) -> None:
-        emit(Progress("data", message=f"decoding images {done}/{total}", step=done, total_steps=total,
-                      elapsed=time.perf_counter() - t0))
-
-    train_set = load_split(src, "train", c.img_size, progress=data_progress)
-    test_set = load_split(src, "test", c.img_size, progress=data_progress)
-    if len(train_set) < 2:
-        raise ConfigError("the training split needs at least two readable images")
-    t_data = time.perf_counter() - t0
-
-    g = seed_everything(c.seed)
-    model = spec.build(num_classes=len(src.classes), in_channels=c.in_channels).to(device)
-    cuda = device.type == "cuda"
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-        # cuDNN autotuning is off by default: on runs this short its per-shape tuning costs more than it saves
-        # (H200, the deck's four models at 224 px: 84 s with it, 40 s without). CXRVIZ_CUDNN_BENCHMARK=1 turns it on.
-        torch.backends.cudnn.benchmark = os.environ.get("CXRVIZ_CUDNN_BENCHMARK", "0") == "1"
-    mean, std = train_set.mean_std()
-    pre = Preprocess(mean, std, c.in_channels)
-    x_train = train_set.images.to(device)  # uint8; on a GPU the whole cached set lives there
-    y_train = train_set.labels.to(device)
-    x_test = test_set.images.to(device)
-    aug = AUGMENT_LEVELS[c.augment]
-    if c.hflip:
-        aug = replace(aug, hflip=True)
-    bs = min(c.batch_size, len(train_set))
-    steps_per_epoch = len(train_set) // bs  # drop the last partial batch (BatchNorm dislikes tiny batches)
-    total_steps = steps_per_epoch * c.epochs
-    opt = make_optimizer(model, c)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(c, steps_per_epoch))
-    # on a GPU a batch takes milliseconds: the check between batches is enough, and per-layer hooks would
-    # cost a Python call per module (GoogLeNet has ~200)
-    hooks = [] if cuda else _install_stop_hooks(model, stop)
-    ema_model = None
-    if c.ema > 0:  # evaluated and stored instead of the raw weights
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(c.ema), use_buffers=True)
-    net = ema_model.module if ema_model is not None else model  # what is evaluated and stored
-
-    history: list[dict] = []
-    batch_losses: list[float] = []
-    last_eval: tuple[torch.Tensor, dict] | None = None
-    eval_state: dict[str, torch.Tensor] | None = None  # copy (on the device) of the weights last_eval used
+    s = TrainSession(config, callback=callback, stop=stop, source=source, max_batch_losses=max_batch_losses)
+    s.setup()
     status = "done"
-    step = 0
-    t_train = 0.0
-    t_eval = 0.0
-    t_start = time.perf_counter()
-    emit(Progress("start", epochs=c.epochs, total_steps=total_steps, elapsed=t_start - t0,
-                  message=f"training {spec.display} on {device}"))
     try:
-        for epoch in range(1, c.epochs + 1):
-            te = time.perf_counter()
-            model.train()
-            perm = torch.randperm(len(train_set), generator=g).to(device)
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.int64)
-            seen = 0
-            epoch_losses: list[torch.Tensor] = []
-            for b in range(steps_per_epoch):
-                if stop.is_set():
-                    raise StopTraining()
-                idx = perm[b * bs:(b + 1) * bs]
-                x = x_train[idx].float().div_(255)
-                x = pre.normalise(augment_batch(x, aug, g))
-                y = y_train[idx]
-                if cuda:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                    out = model(x)
-                    loss, logits = _loss(out, y, c)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                if ema_model is not None:
-                    ema_model.update_parameters(model)
-                step += 1
-                ld = loss.detach()
-                loss_sum += ld * len(y)
-                correct += (logits.detach().argmax(1) == y).sum()
-                seen += len(y)
-                if cuda:
-                    epoch_losses.append(ld)
-                else:
-                    lv = float(ld)
-                    batch_losses.append(lv)
-                    el = time.perf_counter() - t_start
-                    emit(Progress("batch", epoch=epoch, epochs=c.epochs, step=step, total_steps=total_steps,
-                                  loss=lv, elapsed=el, eta=el / step * (total_steps - step)))
-            if cuda:  # one host sync per epoch
-                batch_losses.extend(torch.stack(epoch_losses).float().cpu().tolist())
-            train_loss = float(loss_sum) / max(1, seen)
-            train_acc = float(correct) / max(1, seen)
-            epoch_train_s = time.perf_counter() - te
-            t_train += epoch_train_s
-            tv = time.perf_counter()
-            if c.precise_bn:
-                recalibrate_bn(net, x_train, pre, device, batch_size=bs)
-            probs = predict_probs(net, x_test, pre, device, stop=stop)
-            test_loss = float(F.nll_loss(torch.log(probs.clamp_min(1e-12)), test_set.labels))
-            test_acc = float((probs.argmax(1) == test_set.labels).float().mean())
-            t_eval += time.perf_counter() - tv
-            last_eval = (probs, {"epoch": epoch})
-            if epoch < c.epochs:  # a stop in a later epoch stores these weights, not half-trained ones
-                eval_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-            el = time.perf_counter() - t_start
-            row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
-                   "test_acc": test_acc, "lr": opt.param_groups[0]["lr"], "time": el, "train_s": epoch_train_s}
-            history.append(row)
-            if len(batch_losses) > max_batch_losses:  # bounded: keep every other point
-                batch_losses[:] = batch_losses[::2]
-            emit(Progress("epoch", epoch=epoch, epochs=c.epochs, step=step, total_steps=total_steps,
-                          loss=train_loss, elapsed=el, eta=el / step * (total_steps - step), metrics=row))
+        for epoch in range(1, s.c.epochs + 1):
+            trained = s.run_epoch(epoch)
+            s.evaluate(epoch, trained)
     except StopTraining:
         status = "stopped"
     finally:
-        for h in hooks:
-            h.remove()
-        opt.zero_grad(set_to_none=True)
-
-    evaluation = predictions = None
-    if last_eval is not None:
-        probs, info = last_eval
-        evaluation = evaluate_predictions(test_set.labels.tolist(), probs.numpy(), src.classes)
-        evaluation["epoch"] = info["epoch"]
-        if status == "done":
-            evaluation["latency_ms"] = measure_latency(net, test_set.images, pre, device)
-        predictions = {"paths": test_set.paths, "labels": test_set.labels.tolist(),
-                       "probs": [[round(float(v), 6) for v in row] for row in probs.tolist()]}
-    t_total = time.perf_counter() - t0
-    timings = {"data_s": t_data, "train_s": t_train, "eval_s": t_eval, "total_s": t_total,
-               "train_eval_s": time.perf_counter() - t_start}
-    if status == "stopped" and eval_state is not None:
-        # stopped in a later epoch (mid-batch, or mid-evaluation where precise BN resets the BatchNorm statistics):
-        # store the weights of the last evaluated epoch, so the run's evaluation and predictions match its weights
-        state = {k: v.to("cpu").contiguous() for k, v in eval_state.items()}
-    else:  # the model is dropped right after: on the CPU its tensors can be handed over without a copy
-        state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    eval_state = None
-    result = TrainResult(
-        config=c.to_dict(), status=status, history=history, batch_losses=batch_losses, evaluation=evaluation,
-        predictions=predictions, timings=timings, environment=environment(device),
-        dataset={**src.describe(), "img_size": c.img_size, "train_n": len(train_set), "test_n": len(test_set),
-                 "skipped": train_set.errors + test_set.errors},
-        norm={"mean": mean, "std": std, "in_channels": c.in_channels}, state_dict=state)
-    emit(Progress("end", epoch=len(history), epochs=c.epochs, step=step, total_steps=total_steps,
-                  elapsed=t_total, eta=0.0, message=status,
-                  metrics=({"test_acc": evaluation["accuracy"]} if evaluation else {})))
-    del model, net, opt, x_train, y_train, x_test, ema_model
-    if cuda:
-        torch.cuda.empty_cache()
-    return result
+        s.release()
+    return s.finish(status)

@@ -13,7 +13,6 @@ from cxrviz.predict import ImageInput, ModelCache, get_test_image, list_test_ima
 from cxrviz.runs import Run, default_root, delete_run, list_runs
 
 
-
 def _route_through_app() -> None:
     """Make app.py's st.navigation the only navigation, whatever URL a fresh server is first opened on.
 

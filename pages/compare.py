@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from cxrviz.plots.predict import probability_bars
 from cxrviz.ood import assess, warning_text
+from cxrviz.plots.predict import probability_bars
 from cxrviz.predict import agreement, best_runs, predict_runs, view_image
 from pages.common import choose_image, grid, model_cache, release_deleted, run_labels, session_cached, stored_runs
 

@@ -5,6 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from cxrviz.errors import CxrvizError
+from cxrviz.external_records import latest_records, side_by_side
 from cxrviz.plots import leaderboard, training
 from cxrviz.report import (
     EXPORT_EXT,
@@ -22,7 +23,6 @@ from cxrviz.report import (
     select_runs,
     significance,
 )
-from cxrviz.external_records import latest_records, side_by_side
 from cxrviz.runs import RunError
 from pages.common import dataset_picker, remove_run, stored_runs
 
@@ -85,6 +85,10 @@ cfg = {
                                                  help="training + per-epoch evaluation wall time"),
     "ms/img": st.column_config.NumberColumn("ms/img", format="%.2f", help="inference latency per image"),
     "img": st.column_config.NumberColumn("img", format="%d px"),
+    "curves on": st.column_config.TextColumn("curves on", help="The split of the per-epoch curves (and of any "
+                                             "best-epoch choice): validation; or the test split for runs trained "
+                                             "the old way, whose test figure is then optimistic. 'test acc' is "
+                                             "always the test split, scored once at the end."),
 }
 for col in table.columns:
     if col.startswith("recall "):

@@ -4,6 +4,7 @@ from functools import partial
 
 import streamlit as st
 
+from cxrviz.external_records import latest_records
 from cxrviz.plots import leaderboard
 from cxrviz.report import (
     DECK_DEVICE,
@@ -16,7 +17,6 @@ from cxrviz.report import (
     seminar_frame,
     seminar_table,
 )
-from cxrviz.external_records import latest_records
 from pages.common import dataset_picker, stored_runs
 
 st.markdown("""

@@ -26,6 +26,7 @@ from cxrviz.jobs import CANCELLED, CLUSTER, DONE, FAILED, QUEUED, RUNNING, STOPP
 from cxrviz.launch import QUICK_DEMO, parse_seeds, quick_demo_config
 from cxrviz.models import FAMILIES, get_spec, model_table
 from cxrviz.plots import training
+from cxrviz.precision import PRECISIONS
 from cxrviz.train import OPTIMIZERS, TrainConfig
 from pages.common import current_dataset, data_path, job_registry
 
@@ -172,6 +173,20 @@ def settings_form(chosen: list[str]) -> tuple[list[TrainConfig], list[TrainConfi
                                   "heart is on the left).")
     seeds_text = g.text_input("Seeds", value="0", key="t_seeds", help="One or several: 0  ·  0, 1, 2  ·  0-4")
     device = _device_choice(h)
+    i, j, k, m = st.columns(4)
+    precision = i.selectbox("Precision", list(PRECISIONS), key="t_precision",
+                            help="auto: bf16 autocast + channels-last where the device is faster with it (a GPU; a "
+                                 "CPU with AVX512-BF16/AMX after a short probe), else fp32. The run records which.")
+    val_fraction = j.number_input("Validation fraction", min_value=0.0, max_value=0.5, value=0.15, step=0.05,
+                                  key="t_val_fraction", help="Training images held out (stratified by class and "
+                                  "source, fixed split) for the live curves; the test split is scored once, at the "
+                                  "end. 0 = the old way: test every epoch.")
+    select = k.selectbox("Test the weights of", ["final", "best_val"], key="t_select",
+                         format_func=lambda v: {"final": "the final epoch", "best_val": "the best epoch on validation"}[v])
+    prep = m.multiselect("Preprocessing", ["clahe", "standardize"], key="t_preprocess",
+                         format_func=lambda v: {"clahe": "CLAHE", "standardize": "per-image standardisation"}[v],
+                         help="CLAHE: adaptive histogram equalisation; per-image standardisation: each image to "
+                              "zero mean and unit sd. Recorded with the run and applied again at prediction time.")
 
     problems: list[str] = []
     seeds: list[int] = []
@@ -188,7 +203,8 @@ def settings_form(chosen: list[str]) -> tuple[list[TrainConfig], list[TrainConfi
                                        batch_size=batch, lr=lr,
                                        optimizer=None if opt_choice == "recipe" else opt_choice,
                                        augment=None if aug_choice == "recipe" else aug_choice, seed=seed,
-                                       device=device))
+                                       device=device, precision=precision, val_fraction=val_fraction,
+                                       select=select, clahe="clahe" in prep, standardize="standardize" in prep))
     resolved: list[TrainConfig] = []
     for cfg in configs:
         try:

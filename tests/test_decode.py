@@ -22,9 +22,6 @@ from cxrviz.data.decode import (
     resize_square,
 )
 
-
-
-
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
@@ -75,10 +72,10 @@ import pydicom  # noqa: E402  (in requirements.txt: a missing pydicom is a failu
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.encaps import encapsulate  # noqa: E402
 from pydicom.uid import (  # noqa: E402
+    MPEG2MPML,
     UID,
     ExplicitVRLittleEndian,
     JPEGBaseline8Bit,
-    MPEG2MPML,
     RLELossless,
     generate_uid,
 )

@@ -42,7 +42,7 @@ POLLER = """
     let most = 0;
     for (const gd of document.querySelectorAll('.js-plotly-plot')) {
       for (const tr of (gd.data || [])) {
-        if (!tr.meta || tr.meta.kind !== 'test_acc' || !tr.customdata) continue;
+        if (!tr.meta || (tr.meta.kind !== 'val_acc' && tr.meta.kind !== 'test_acc') || !tr.customdata) continue;
         most = Math.max(most, tr.x ? tr.x.length : 0);
         for (const cd of tr.customdata) {
           const w = cd && cd[0];

@@ -9,8 +9,18 @@ import pytest
 import torch
 
 from cxrviz.data.decode import ImageDecodeError
-from cxrviz.jobs import (CANCELLED, DONE, FAILED, MAX_BATCH_POINTS, MAX_FINISHED_JOBS, MAX_HISTORY_POINTS, RUNNING,
-                         STOPPED, Job, JobRegistry)
+from cxrviz.jobs import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    MAX_BATCH_POINTS,
+    MAX_FINISHED_JOBS,
+    MAX_HISTORY_POINTS,
+    RUNNING,
+    STOPPED,
+    Job,
+    JobRegistry,
+)
 from cxrviz.runs import list_runs
 from cxrviz.train import ConfigError, Progress, TrainConfig, train
 
@@ -55,7 +65,7 @@ def test_jobs_run_in_queue_order_and_are_stored(reg, tmp_path):
     for i in ids:
         s = snaps[i]
         assert s.fraction == 1.0 and s.epoch == 1 and len(s.history) == 1
-        assert {"train_loss", "test_acc", "wall"} <= set(s.history[0])
+        assert {"train_loss", "val_acc", "wall"} <= set(s.history[0])
         assert s.history[0]["wall"] <= s.finished
         assert len(s.batch_losses) == len(s.batch_x) > 0
     runs, problems = list_runs(tmp_path / "runs")

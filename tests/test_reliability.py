@@ -22,8 +22,15 @@ from PIL import Image
 
 from conftest import _bad_input_files
 from cxrviz.cli import main as cli_main
-from cxrviz.data import (MAX_UPLOAD_BYTES, DatasetError, ImageDecodeError, decode_image, load_split, open_dataset,
-                         synthetic)
+from cxrviz.data import (
+    MAX_UPLOAD_BYTES,
+    DatasetError,
+    ImageDecodeError,
+    decode_image,
+    load_split,
+    open_dataset,
+    synthetic,
+)
 from cxrviz.predict import ImageInput, predict_image, predict_runs
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import SYNTHETIC_COUNTS, SYNTHETIC_FOLDER, check_reading
 from cxrviz.format import fmt_pct
 from cxrviz.metrics import aggregate, mcnemar_exact, paired_correctness
 from cxrviz.plots import leaderboard, training
@@ -33,7 +34,6 @@ from cxrviz.report import (
     unique_labels,
 )
 from cxrviz.runs import list_runs
-from conftest import SYNTHETIC_COUNTS, SYNTHETIC_FOLDER, check_reading
 
 REAL = SYNTHETIC_FOLDER  # runs trained on the synthetic folder (real files on disk), not the built-in set
 

@@ -9,7 +9,6 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cxrviz.data import load_split, open_dataset
-
 from cxrviz.runs import RunError, delete_run, get_run, list_runs, load_model, load_state_dict, read_run
 
 

@@ -49,7 +49,8 @@ def test_add_class_folder_split_seeded_and_sources_flow_into_imageset(synthetic_
     # the same seed gives the same split; another seed another one
     again = open_dataset(str(synthetic_folder), add=[f"Normal={extra}"], split_fraction=0.2, seed=3)
     other = open_dataset(str(synthetic_folder), add=[f"Normal={extra}"], split_fraction=0.2, seed=4)
-    test_files = lambda s: sorted(str(p) for p, _ in s.files["test"] if "adult" in p.name)
+    def test_files(s):
+        return sorted(str(p) for p, _ in s.files["test"] if "adult" in p.name)
     assert test_files(again) == test_files(src) and test_files(other) != test_files(src)
     s = load_split(src, "test", 32, cache=ImageCache(tmp_path / "c"))
     assert len(s.sources) == len(s) and s.sources.count("openist-normal") == 2

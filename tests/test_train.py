@@ -21,9 +21,11 @@ def test_trains_reports_and_stores(synthetic_folder, tmp_path):
     assert kinds[0] == "data" and "start" in kinds and kinds[-1] == "end"
     batches = [e for e in events if e.kind == "batch"]
     epochs = [e for e in events if e.kind == "epoch"]
-    assert len(batches) == 2 * (72 // 32) and len(epochs) == 2
+    assert len(batches) == 2 * (r.dataset["train_n"] // 32) and len(epochs) == 2
+    assert r.dataset["val_n"] == 12  # 15 % of 24 training images per class, stratified
     assert all(e.loss is not None and e.eta is not None and e.eta >= 0 for e in batches)
-    assert {"train_loss", "train_acc", "test_loss", "test_acc", "lr"} <= set(epochs[-1].metrics)
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr"} <= set(epochs[-1].metrics)
+    assert "test_acc" not in epochs[-1].metrics  # the test split is scored once, at the end
     assert r.status == "done" and len(r.history) == 2
     ev = r.evaluation
     assert ev["n"] == 24 and 0 <= ev["accuracy"] <= 1 and ev["ci_low"] <= ev["accuracy"] <= ev["ci_high"]

@@ -26,7 +26,11 @@ class AugmentConfig:
 NO_AUGMENT = AugmentConfig(scale=(1.0, 1.0), ratio=(1.0, 1.0), rotate_deg=0.0, brightness=0.0, contrast=0.0)
 AUGMENT_LEVELS = {"none": NO_AUGMENT, "light": AugmentConfig(scale=(0.85, 1.0), rotate_deg=4.0, brightness=0.08,
                                                             contrast=0.08),
-                  "standard": AugmentConfig()}
+                  "standard": AugmentConfig(),
+                  # stronger scale and crop (issue 11.5): down to 40 % of the area, wider aspect ratios, so a
+                  # model cannot rely on where a source's border, text or markers sit in the frame
+                  "strong": AugmentConfig(scale=(0.40, 1.0), ratio=(0.75, 1.33), rotate_deg=10.0, brightness=0.2,
+                                          contrast=0.2)}
 
 
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:

@@ -21,8 +21,12 @@ from ..runs import RunError
 from .style import LAYOUT, empty, mpl_figure, png, png_message, series_colors
 
 EMPTY_RUNS = "No training history for the selected runs"
-_CURVES = (("train_loss", 1, "train loss", 1), ("test_loss", 1, "test loss", 1),
-           ("train_acc", 2, "train acc", 100), ("test_acc", 2, "test acc", 100))
+def _curves(rows: list[dict]) -> tuple:
+    """(key, panel, name, scale) of the four curves. The held-out curve is validation; runs trained before the
+    validation split existed have per-epoch test rows instead, and say so."""
+    held = "val" if any("val_acc" in r for r in rows) else "test"
+    return (("train_loss", 1, "train loss", 1), (f"{held}_loss", 1, f"{held} loss", 1),
+            ("train_acc", 2, "train acc", 100), (f"{held}_acc", 2, f"{held} acc", 100))
 
 
 @dataclass
@@ -73,7 +77,7 @@ def history_figure(series: list[Series] | Series, *, height: int = 300, show_bat
     if isinstance(series, Series):
         series = [series]
     single = len(series) == 1
-    key_note = "" if single else " (solid: test, dotted: train)"
+    key_note = "" if single else " (solid: validation, or test for older runs; dotted: train)"
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss" + key_note, "Accuracy (%)" + key_note),
                         horizontal_spacing=0.08)
     for s, colour in zip(series, series_colors([s.arch for s in series])):
@@ -85,9 +89,10 @@ def history_figure(series: list[Series] | Series, *, height: int = 300, show_bat
             fig.add_trace(go.Scatter(x=s.batch_x, y=s.batch_losses, mode="lines", name=name("batch loss"),
                                      line=dict(color="rgba(120,120,120,0.45)", width=1), hoverinfo="skip",
                                      meta={"series": s.label, "kind": "batch_loss"}), row=1, col=1)
-        for key, col, what, scale in _CURVES:
+        curves = _curves(rows)
+        for key, col, what, scale in curves:
             y = [None if r.get(key) is None else r[key] * scale for r in rows]
-            test = key.startswith("test")
+            test = not key.startswith("train")
             unit = " %" if scale == 100 else ""
             fmt = ".1f" if scale == 100 else ".3f"
             fig.add_trace(go.Scatter(
@@ -97,7 +102,7 @@ def history_figure(series: list[Series] | Series, *, height: int = 300, show_bat
                 marker=dict(size=7 if test else 5), customdata=walls,
                 hovertemplate=(f"{name(what)}: %{{y:{fmt}}}{unit} (epoch %{{x}}, ended %{{customdata[1]}})"
                                "<extra></extra>"),
-                meta={"series": s.label, "kind": key}, showlegend=single or key == "test_acc"),
+                meta={"series": s.label, "kind": key}, showlegend=single or key == curves[3][0]),
                 row=1, col=col)
     last = max([r.get("epoch", 0) for s in series for r in s.history]
                + [max(s.batch_x, default=0) for s in series] + [1])
@@ -135,13 +140,13 @@ def history_png(series: list[Series]) -> bytes:
     for s, c in zip(series, series_colors([s.arch for s in series])):
         rows = [r for r in s.history if "epoch" in r]
         ep = [r["epoch"] for r in rows]
-        for key, ax, what, scale in ((k, ax1 if col == 1 else ax2, w, sc) for k, col, w, sc in _CURVES):
+        for key, ax, what, scale in ((k, ax1 if col == 1 else ax2, w, sc) for k, col, w, sc in _curves(rows)):
             y = [np.nan if r.get(key) is None else r[key] * scale for r in rows]
-            test = key.startswith("test")
+            test = not key.startswith("train")
             ax.plot(ep, y, "o-" if test else ".:", color=c, lw=2 if test else 1.2, alpha=1 if test else 0.7,
                     label=f"{s.label} {what}" if len(series) > 1 else what)
-    ax1.set_title("loss (solid: test, dotted: train)", fontsize="small")
-    ax2.set_title("accuracy % (solid: test, dotted: train)", fontsize="small")
+    ax1.set_title("loss (solid: validation, or test for older runs; dotted: train)", fontsize="small")
+    ax2.set_title("accuracy % (solid: validation, or test for older runs; dotted: train)", fontsize="small")
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")

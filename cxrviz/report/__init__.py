@@ -23,10 +23,11 @@ from .tables import (
     run_row,
     runs_frame,
     select_runs,
+    selected_on,
 )
 
 __all__ = ["DECK", "DECK_DEVICE", "DECK_N_TEST", "SYNTHETIC", "EXPORT_EXT", "EXPORT_MIME", "export", "caveats",
            "seminar_frame", "seminar_table", "significance", "unique_labels", "HIGHER_BETTER", "LOWER_BETTER",
            "arch_summary", "best_cells", "dataset_counts", "dataset_name", "default_dataset", "display_groups",
            "display_table", "filter_frame", "groups_frame", "leaderboard_frame", "recall_columns", "run_row",
-           "runs_frame", "select_runs"]
+           "runs_frame", "select_runs", "selected_on"]

@@ -21,6 +21,16 @@ def dataset_name(r: Run) -> str:
     return SYNTHETIC if d.get("synthetic") else (d.get("name") or "unknown")
 
 
+def selected_on(r: Run) -> str:
+    """Which split chose the run's settings and epochs: "validation" (per-epoch metrics on a held-out part of
+    train, test scored once), "test (every epoch)" (val_fraction 0) or "test (old run)" (trained before the
+    validation split existed: its per-epoch curves are test figures, so its test figure is optimistic)."""
+    c = r.config
+    if "val_fraction" not in c:
+        return "test (old run)"
+    return "validation" if (c.get("val_fraction") or 0) > 0 else "test (every epoch)"
+
+
 def run_row(r: Run) -> dict:
     c, ev, t = r.config, r.evaluation or {}, r.meta.get("timings", {})
     stats = model_stats(r.arch, int(c["img_size"]), len(r.classes), int(c.get("in_channels", 1)))
@@ -34,7 +44,7 @@ def run_row(r: Run) -> dict:
         "ci_low": ev.get("ci_low", math.nan), "ci_high": ev.get("ci_high", math.nan),
         "macro_f1": ev.get("macro_f1", math.nan), "latency_ms": ev.get("latency_ms", math.nan),
         "n_test": ev.get("n"), "created": r.meta.get("created"), "group": r.group_key,
-        "label": r.label,
+        "label": r.label, "selected_on": selected_on(r),
     }
     for cls, m in (ev.get("per_class") or {}).items():
         row[f"recall:{cls}"] = m["recall"]
@@ -145,7 +155,7 @@ def display_table(runs: list[Run]) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=["model", "dataset", "depth", "params (M)", "GFLOPs", "img", "epochs",
                                      "device", "train (min)", "test acc", "95 % CI", "macro-F1", "ms/img",
-                                     "seed", "status", "run"])
+                                     "curves on", "seed", "status", "run"])
     df = df.sort_values(["dataset", "accuracy"], ascending=[True, False])
     out = _table({
         "model": [_model_cell(m, s) for m, s in zip(df["model"], df["status"])], "dataset": df["dataset"],
@@ -155,7 +165,7 @@ def display_table(runs: list[Run]) -> pd.DataFrame:
         "test acc": df["accuracy"].map(fmt_pct),
         "95 % CI": [fmt_ci(lo, hi) for lo, hi in zip(df["ci_low"], df["ci_high"])],
         "macro-F1": _rnd(df["macro_f1"], 3),
-    }, df, lambda v: _rnd(v, 3), {"ms/img": _rnd(df["latency_ms"], 2), "seed": df["seed"], "status": df["status"],
+    }, df, lambda v: _rnd(v, 3), {"ms/img": _rnd(df["latency_ms"], 2), "curves on": df["selected_on"], "seed": df["seed"], "status": df["status"],
                                   "run": df["run"]})
     return out.reset_index(drop=True)
 
@@ -195,7 +205,7 @@ def leaderboard_frame(runs: list[Run], groups: bool = False) -> pd.DataFrame:
             "train (min)": df["train_min"], "test acc": 100 * df["accuracy"],
             "95 % CI": [fmt_ci(lo, hi) for lo, hi in zip(df["ci_low"], df["ci_high"])],
             "macro-F1": df["macro_f1"],
-        }, df, lambda v: 100 * v, {"ms/img": df["latency_ms"], "status": df["status"], "dataset": df["dataset"],
+        }, df, lambda v: 100 * v, {"ms/img": df["latency_ms"], "curves on": df["selected_on"], "status": df["status"], "dataset": df["dataset"],
                                    "run": df["run"]})
         return out.reset_index(drop=True)
     g = groups_frame(runs)
