@@ -19,7 +19,7 @@ image, so a model that looks everywhere equally scores about that.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -9,7 +9,14 @@ import pytest
 
 from cxrviz.calibration import calibration
 from cxrviz.errors import CxrvizError
-from cxrviz.external import (ExternalError, open_external, parse_map, score_run, summarize, table_rows)
+from cxrviz.external import (
+    ExternalError,
+    open_external,
+    parse_map,
+    score_run,
+    summarize,
+    table_rows,
+)
 from cxrviz.runs import list_records, read_record
 
 CLASSES = ["Covid", "Normal", "Viral Pneumonia"]

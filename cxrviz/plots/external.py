@@ -144,8 +144,9 @@ def lung_overlay_png(images_folder, masks_folder=None, n: int = 6, size: int = 2
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from pathlib import Path
+
+    import matplotlib.pyplot as plt
 
     from ..data import decode_image, resize_square
     from ..data.dataset import IMAGE_EXTS
