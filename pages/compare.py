@@ -3,7 +3,7 @@
 import plotly.graph_objects as go
 import streamlit as st
 
-from cxrviz.ood import assess, warning_text
+from cxrviz.ood import assess, disagreement, warning_text
 from cxrviz.predict import agreement, best_runs, predict_runs, view_image
 from pages.common import dataset_badge, model_cache, release_deleted, stored_runs, upload_or_test_image
 
@@ -95,12 +95,15 @@ with right:
     if preds:
         verdict = agreement(preds)
         with st.spinner("Checking the image against the training images..."):
-            unlike = assess(img, [by_id[p.run_id] for p in preds], preds)
+            unlike = assess(img, [by_id[p.run_id] for p in preds])
+        split = disagreement(preds)
         if unlike:  # no confident-looking verdict on an image unlike the training images
-            st.warning("⚠️ " + warning_text(unlike))
+            st.warning("⚠️ " + warning_text(unlike + ([split] if split else [])))
             st.caption(f"For what it is worth: {verdict}.")
         else:
-            st.subheader(verdict[0].upper() + verdict[1:])
+            st.subheader(verdict[0].upper() + verdict[1:])  # a split vote says so itself, and is flagged below
+            if split:
+                st.warning(f"⚠️ Read with care: {split}.")
         if img.true_class:
             right_n = sum(p.predicted == img.true_class for p in preds)
             st.caption(f"True class: **{img.true_class}** — {right_n} of {len(preds)} correct.")
