@@ -10,7 +10,10 @@ On a set of images (a run's test split or an external folder) a run is scored th
 Each accuracy gets its Wilson 95 % interval and is compared with the always-majority-class baseline of the
 same images. A run is flagged **"predicts from outside the lungs"** when the lower end of the lungs-hidden
 interval is above the baseline: with the lungs gone it still does better than always naming the biggest
-class, so it must be reading something outside them.
+class, so it must be reading something outside them. On an unbalanced folder (an external set of mostly
+normals) the majority baseline is high, so the flag is also raised when the lungs-hidden balanced accuracy
+(mean recall; Jeffreys interval as in :func:`cxrviz.external.balanced_accuracy`) is clearly above chance
+(1 / number of classes present).
 
 Grad-CAM energy: the share of each image's CAM mass (the map of the predicted class, at the model's input
 size) that falls inside the template, averaged per true class. The template covers ``area_share`` of the
@@ -19,11 +22,12 @@ image, so a model that looks everywhere equally scores about that.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from .external import balanced_accuracy
 from .lungs import lung_mask
 from .metrics import wilson_interval
 from .runs import Run, load_model
@@ -60,11 +64,15 @@ def accuracy_probe(model, pre, images: torch.Tensor, labels: np.ndarray, mask: n
                         ("only lungs", hide(images, mask, "outside"))):
             pred = predict_probs(model, x, pre, torch.device("cpu")).numpy().argmax(1)
             out[name] = _acc(pred, y)
+            b, blo, bhi = balanced_accuracy(y, pred, sorted(set(y.tolist())))
+            out[name].update(balanced=b, bal_ci_low=blo, bal_ci_high=bhi)
             out[name]["predicted"] = np.bincount(pred, minlength=int(max(y.max(), pred.max()) + 1)).tolist()
     counts = np.bincount(y)
     baseline = float(counts.max() / len(y)) if len(y) else math.nan
-    flagged = bool(out["lungs hidden"]["ci_low"] > baseline)
-    return {"variants": out, "baseline": baseline, "flagged": flagged}
+    chance = 1 / len(set(y.tolist())) if len(y) else math.nan
+    hid = out["lungs hidden"]
+    flagged = bool(hid["ci_low"] > baseline or hid["bal_ci_low"] > chance)
+    return {"variants": out, "baseline": baseline, "chance": chance, "flagged": flagged}
 
 
 def batch_cams(model, spec, x: torch.Tensor, batch_size: int = 16, progress: Progress | None = None) -> np.ndarray:
@@ -137,9 +145,13 @@ def reading(res: dict) -> list[str]:
         return f"{100 * d['accuracy']:.0f} % ({100 * d['ci_low']:.0f}–{100 * d['ci_high']:.0f})"
 
     out = []
-    if res["flagged"]:
+    if res["flagged"] and hid["ci_low"] > base:
         out.append(f"⚠️ {FLAG.capitalize()}: with the lungs hidden it is still right on {pct(hid)} of the images, "
                    f"clearly above the {100 * base:.0f} % of always naming the majority class.")
+    elif res["flagged"]:
+        out.append(f"⚠️ {FLAG.capitalize()}: with the lungs hidden its balanced accuracy (mean recall) is still "
+                   f"{100 * hid['balanced']:.0f} % ({100 * hid['bal_ci_low']:.0f}–{100 * hid['bal_ci_high']:.0f}), "
+                   f"clearly above the {100 * res['chance']:.0f} % of guessing.")
     else:
         out.append(f"With the lungs hidden it is right on {pct(hid)}: not clearly above the {100 * base:.0f} % "
                    "majority baseline, so no sign that it predicts from outside the lungs.")
@@ -191,6 +203,7 @@ def table_rows(records: list[dict]) -> list[dict]:
         for name in VARIANTS:
             row[f"{name} acc"] = 100 * v[name]["accuracy"]
             row[f"{name} CI"] = f"{100 * v[name]['ci_low']:.1f}–{100 * v[name]['ci_high']:.1f}"
+        row["lungs hidden balanced acc"] = 100 * v["lungs hidden"].get("balanced", math.nan)
         row["majority baseline"] = 100 * r["baseline"]
         row["flag"] = FLAG if r["flagged"] else ""
         cam = r.get("cam")

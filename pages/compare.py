@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cxrviz.ood import assess, warning_text
+from cxrviz.ood import assess, disagreement, warning_text
 from cxrviz.plots.predict import probability_bars
 from cxrviz.predict import agreement, best_runs, predict_runs, view_image
 from pages.common import choose_image, grid, model_cache, release_deleted, run_labels, session_cached, stored_runs
@@ -76,12 +76,15 @@ with right:
     if preds:
         verdict = agreement(preds)
         with st.spinner("Checking the image against the training images..."):
-            unlike = assess(img, [by_id[p.run_id] for p in preds], preds)
+            unlike = assess(img, [by_id[p.run_id] for p in preds])
+        split = disagreement(preds)
         if unlike:  # no confident-looking verdict on an image unlike the training images
-            st.warning("⚠️ " + warning_text(unlike))
+            st.warning("⚠️ " + warning_text(unlike + ([split] if split else [])))
             st.caption(f"For what it is worth: {verdict}.")
         else:
-            st.subheader(verdict[0].upper() + verdict[1:])
+            st.subheader(verdict[0].upper() + verdict[1:])  # a split vote says so itself, and is flagged below
+            if split:
+                st.warning(f"⚠️ Read with care: {split}.")
         if img.true_class:
             right_n = sum(p.predicted == img.true_class for p in preds)
             st.caption(f"True class: **{img.true_class}** — {right_n} of {len(preds)} correct.")

@@ -5,7 +5,13 @@ import streamlit as st
 
 from cxrviz.calibration import run_test_calibration
 from cxrviz.errors import one_line
-from cxrviz.external import ExternalError, folder_classes, open_external, score_runs, table_rows
+from cxrviz.external import (
+    ExternalError,
+    folder_classes,
+    open_external,
+    score_runs,
+    table_rows,
+)
 from cxrviz.external_records import latest_records
 from cxrviz.plots import external as plots
 from cxrviz.predict import best_runs

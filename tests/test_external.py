@@ -9,7 +9,14 @@ import pytest
 
 from cxrviz.calibration import calibration
 from cxrviz.errors import CxrvizError
-from cxrviz.external import ExternalError, open_external, parse_map, score_run, summarize, table_rows
+from cxrviz.external import (
+    ExternalError,
+    open_external,
+    parse_map,
+    score_run,
+    summarize,
+    table_rows,
+)
 from cxrviz.runs import list_records, read_record
 
 CLASSES = ["Covid", "Normal", "Viral Pneumonia"]
@@ -136,3 +143,22 @@ def test_cli_evaluate_external(tmp_path, synthetic_folder, tiny_run, capsys):
 def test_cxrviz_error_is_a_user_error():
     assert issubclass(ExternalError, CxrvizError)
     assert not math.isnan(summarize([0, 1], np.eye(2), ["a", "b"])["accuracy"])
+
+
+def test_figures_from_records(tmp_path, synthetic_folder, tiny_run):
+    from cxrviz.calibration import run_test_calibration
+    from cxrviz.external_records import latest_records, side_by_side
+    from cxrviz.plots import external as plots
+
+    rec = score_run(tiny_run, external_folder(tmp_path / "ext", synthetic_folder), "COVID-19=Covid")
+    recs = latest_records([tiny_run], rec["data"]["fingerprint"])
+    assert [r["run"] for r in recs] == [tiny_run.id]
+    row = side_by_side(recs)[0]
+    assert row["drop (points)"] == pytest.approx(100 * rec["drop"])
+    fig = plots.internal_vs_external(recs)
+    assert [t.name for t in fig.data][:2] == ["internal (test split)", "external"]
+    assert sum(sum(t.x) for t in plots.predicted_distribution(recs).data) == 16
+    cals = [("ext", tiny_run.arch, rec["external"]["calibration"]), ("test", tiny_run.arch, run_test_calibration(tiny_run))]
+    assert len(plots.reliability(cals).data) == 3
+    for png in (plots.internal_vs_external_png(recs), plots.reliability_png(cals)):
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"

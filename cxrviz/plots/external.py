@@ -58,12 +58,13 @@ def reliability(cals: list[tuple[str, str, dict]]) -> go.Figure:
     """Reliability diagram: accuracy against mean confidence per bin, one line per (name, arch, calibration)."""
     fig = go.Figure()
     fig.add_scatter(x=[0, 100], y=[0, 100], mode="lines", line=dict(dash="dash", color="gray"), name="perfect")
-    for name, arch, cal in cals:
+    for i, (name, arch, cal) in enumerate(cals):
         if not cal or not cal["bins"]:
             continue
         b = cal["bins"]
         fig.add_scatter(x=[100 * x["confidence"] for x in b], y=[100 * x["accuracy"] for x in b], mode="lines+markers",
-                        name=f"{name} (ECE {100 * cal['ece']:.1f})", line=dict(color=arch_color(arch)),
+                        name=f"{name} (ECE {100 * cal['ece']:.1f})",
+                        line=dict(color=arch_color(arch), dash=("solid", "dash", "dot", "dashdot")[i % 4]),
                         marker=dict(size=[6 + 2 * math.sqrt(x["n"]) for x in b]),
                         hovertemplate="confidence %{x:.0f} %, accuracy %{y:.0f} %<extra></extra>")
     fig.update_layout(xaxis=dict(title="mean confidence (%)", range=[0, 100]), yaxis=dict(title="accuracy (%)", range=[0, 100]),
@@ -127,10 +128,11 @@ def reliability_png(cals: list[tuple[str, str, dict]]) -> bytes:
 
     fig, ax = plt.subplots(figsize=(4.5, 4))
     ax.plot([0, 100], [0, 100], "--", color="gray")
-    for name, arch, cal in cals:
+    for i, (name, arch, cal) in enumerate(cals):
         if cal and cal["bins"]:
             b = cal["bins"]
-            ax.plot([100 * x["confidence"] for x in b], [100 * x["accuracy"] for x in b], "o-", color=arch_color(arch),
+            ax.plot([100 * x["confidence"] for x in b], [100 * x["accuracy"] for x in b], marker="o",
+                    linestyle=("-", "--", ":", "-.")[i % 4], color=arch_color(arch),
                     label=f"{name} (ECE {100 * cal['ece']:.1f})")
     ax.set_xlabel("mean confidence (%)")
     ax.set_ylabel("accuracy (%)")
