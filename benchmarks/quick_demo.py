@@ -49,7 +49,8 @@ def main() -> None:
             s = reg.get(jid)
             acc = s.history[-1].get("val_acc", s.history[-1].get("test_acc")) if s.history else float("nan")
             print(f"seed {seed}: {s.status}; first epoch point after {first:.1f} s, finished after "
-                  f"{s.finished - t0:.1f} s; last epoch held-out (validation) accuracy {100 * acc:.1f} % after {len(s.history)} epochs"
+                  f"{s.finished - t0:.1f} s; last epoch held-out (validation) accuracy {100 * acc:.1f} % "
+                  f"after {len(s.history)} epochs"
                   + (f"; error: {s.error}" if s.error else ""))
 
 

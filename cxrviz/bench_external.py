@@ -59,7 +59,8 @@ def bench_external(data: str | None, archs: list[str], size: int, n_external: in
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         what = _external_folder(tmp / "ext", n_external, src.classes)
-        runs = [_store_untrained(tmp / "runs", a, size, str(src.root) if src.root else None, src.classes) for a in archs]
+        runs = [_store_untrained(tmp / "runs", a, size, str(src.root) if src.root else None, src.classes)
+                for a in archs]
         ext = open_external(tmp / "ext", src.classes)
         t = time.perf_counter()
         load_images(ext, size)

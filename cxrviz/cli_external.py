@@ -87,7 +87,8 @@ def cmd_evaluate_external(a) -> int:
         ps = e.get("per_source")
         if ps:
             print("  per source: " + "; ".join(f"{s} {100 * v['accuracy']:.1f} % of {v['n']} "
-                                               f"({100 * v['ci_low']:.1f}–{100 * v['ci_high']:.1f})" for s, v in ps.items()))
+                                               f"({100 * v['ci_low']:.1f}–{100 * v['ci_high']:.1f})"
+                                               for s, v in ps.items()))
         if rec["skipped"]:
             print(f"  skipped {len(rec['skipped'])} unreadable file(s): " + "; ".join(rec["skipped"][:3]))
     return 0
@@ -136,7 +137,8 @@ def cmd_lungs(a) -> int:
                   f"{o['iou']['p10']:.3f}), lungs inside {100 * o['lungs_inside']['mean']:.1f} %, template on lungs "
                   f"{100 * o['template_on_lungs']['mean']:.1f} %; mean mask IoU {res['mean_mask_overlap']['iou']:.3f}")
             print(f"refit on these masks: {res['refit']}")
-        print(f"synthetic phantoms: {100 * lungs.synthetic_signal_inside():.1f} % of the class signal inside the template")
+        print(f"synthetic phantoms: {100 * lungs.synthetic_signal_inside():.1f} % "
+              "of the class signal inside the template")
     if a.figure:
         from .plots.external import lung_overlay_png
 
@@ -153,7 +155,8 @@ def cmd_lungs(a) -> int:
 def add_parsers(sub, evaluate_parser) -> None:
     """Extend ``evaluate`` (RUN... --data --map --all) and add ``probe`` and ``lungs``."""
     p = evaluate_parser
-    p.add_argument("--map", default=None, help='external class names -> run classes, e.g. "COVID-19=Covid,No finding=Normal"')
+    p.add_argument("--map", default=None,
+                   help='external class names -> run classes, e.g. "COVID-19=Covid,No finding=Normal"')
     p.add_argument("--all", action="store_true", help="the best run of each architecture")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p = sub.add_parser("probe", help="shortcut probes: accuracy with the lungs hidden / only the lungs, Grad-CAM "

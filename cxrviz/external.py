@@ -292,7 +292,8 @@ def score_run(run: Run, folder: str | os.PathLike, mapping: dict[str, str] | str
 
 
 def score_runs(runs: list[Run], folder, mapping=None, *, model_loader=None,
-               progress: Callable[[int, int, str], None] | None = None, store: bool = True) -> tuple[list[dict], list[tuple[Run, str]]]:
+               progress: Callable[[int, int, str], None] | None = None,
+               store: bool = True) -> tuple[list[dict], list[tuple[Run, str]]]:
     """Score several runs; a run that cannot be used is (run, one-line reason) instead of stopping the others.
     ``progress(done, total, what)`` counts runs. Folder and mapping errors raise (they concern every run)."""
     from .errors import one_line

@@ -2,8 +2,9 @@
 
 ``train(config, callback=..., stop=...)`` loads the (cached) data, holds out a validation split
 (``val_fraction``), trains, evaluates on validation every epoch, scores the test split once at the end (on
-the final or the best-on-validation weights: ``select``) and returns a :class:`TrainResult` that :mod:`cxrviz.runs` stores. Progress goes to the
-callback as :class:`Progress` events; ``stop`` (a ``threading.Event``) ends the run within a second,
+the final or the best-on-validation weights: ``select``) and returns a :class:`TrainResult` that
+:mod:`cxrviz.runs` stores. Progress goes to the callback as :class:`Progress` events; ``stop`` (a
+``threading.Event``) ends the run within a second,
 even in the middle of a long batch.
 """
 from __future__ import annotations
@@ -417,7 +418,8 @@ class TrainSession:
             model = model.to(memory_format=torch.channels_last)
         if self.cuda:
             # cuDNN autotuning is off by default: on runs this short its per-shape tuning costs more than it saves
-            # (H200, the deck's four models at 224 px: 84 s with it, 40 s without). CXRVIZ_CUDNN_BENCHMARK=1 turns it on.
+            # (H200, the deck's four models at 224 px: 84 s with it, 40 s without).
+            # CXRVIZ_CUDNN_BENCHMARK=1 turns it on.
             torch.backends.cudnn.benchmark = os.environ.get("CXRVIZ_CUDNN_BENCHMARK", "0") == "1"
         self.model = model
         self.mean, self.std = self.train_set.mean_std()
@@ -429,7 +431,8 @@ class TrainSession:
         aug = AUGMENT_LEVELS[c.augment]
         self.aug = replace(aug, hflip=True) if c.hflip else aug
         self.bs = min(c.batch_size, len(self.train_set))
-        self.steps_per_epoch = len(self.train_set) // self.bs  # drop the last partial batch (BatchNorm dislikes tiny ones)
+        # drop the last partial batch (BatchNorm dislikes tiny ones)
+        self.steps_per_epoch = len(self.train_set) // self.bs
         self.total_steps = self.steps_per_epoch * c.epochs
         self.opt = make_optimizer(model, c)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(c, self.steps_per_epoch))
@@ -508,7 +511,8 @@ class TrainSession:
         if epoch < c.epochs:  # a stop in a later epoch stores these weights, not half-trained ones
             self.eval_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         if c.select == "best_val" and (self.best is None or acc > self.best[0]):  # the earliest epoch on ties
-            state = self.eval_state if epoch < c.epochs else {k: v.detach().clone() for k, v in net.state_dict().items()}
+            state = (self.eval_state if epoch < c.epochs
+                     else {k: v.detach().clone() for k, v in net.state_dict().items()})
             self.best = (acc, epoch, state)
         el = time.perf_counter() - self.t_start
         split = "val" if self.val_set is not None else "test"
@@ -581,7 +585,8 @@ class TrainSession:
             state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
         self.eval_state = None
         result = TrainResult(
-            config={**c.to_dict(), "precision_used": self.precision.name}, status=status, history=self.history, batch_losses=self.batch_losses,
+            config={**c.to_dict(), "precision_used": self.precision.name}, status=status, history=self.history,
+            batch_losses=self.batch_losses,
             evaluation=evaluation, predictions=predictions, timings=timings,
             environment={**environment(self.device), **self.precision.record()},
             dataset={**src.describe(), "img_size": c.img_size, "train_n": len(self.train_set),

@@ -182,7 +182,8 @@ def settings_form(chosen: list[str]) -> tuple[list[TrainConfig], list[TrainConfi
                                   "source, fixed split) for the live curves; the test split is scored once, at the "
                                   "end. 0 = the old way: test every epoch.")
     select = k.selectbox("Test the weights of", ["final", "best_val"], key="t_select",
-                         format_func=lambda v: {"final": "the final epoch", "best_val": "the best epoch on validation"}[v])
+                         format_func=lambda v: {"final": "the final epoch",
+                                                "best_val": "the best epoch on validation"}[v])
     prep = m.multiselect("Preprocessing", ["clahe", "standardize"], key="t_preprocess",
                          format_func=lambda v: {"clahe": "CLAHE", "standardize": "per-image standardisation"}[v],
                          help="CLAHE: adaptive histogram equalisation; per-image standardisation: each image to "

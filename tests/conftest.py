@@ -166,7 +166,8 @@ def _bad_input_files() -> dict:
         "truncated": ("cut.png", png[: len(png) // 2], "truncated"),
         "bomb": ("bomb.png", bomb, "decompression bomb"),
         "dicom-no-pixels": ("report.dcm", dicom(), "no pixel data"),
-        "dicom-bad-syntax": ("odd.dcm", dicom(UID("1.2.3.4.5.6.7"), pixels=True), "cannot decode DICOM transfer syntax"),
+        "dicom-bad-syntax": ("odd.dcm", dicom(UID("1.2.3.4.5.6.7"), pixels=True),
+                             "cannot decode DICOM transfer syntax"),
     }
 
 
@@ -201,7 +202,8 @@ def tiny_train_settings(at, seeds: str = "0"):
     return at
 
 
-_READING = (r"^(?P<a>.+) vs (?P<b>.+): (?:they agree on every image, (?P<p0>p [=<] [\d.]+) — no evidence that either is "
+_READING = (r"^(?P<a>.+) vs (?P<b>.+): (?:they agree on every image, (?P<p0>p [=<] [\d.]+) "
+            r"— no evidence that either is "
             r"better|they disagree on (?P<d>\d+) images? \((?P=a) alone right on (?P<na>\d+), (?P=b) alone right on "
             r"(?P<nb>\d+)\), (?P<p>p [=<] [\d.]+) — (?P<verdict>evidence that (?P<better>.+) is better on these test "
             r"images|no evidence that either is better))$")

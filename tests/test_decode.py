@@ -341,7 +341,8 @@ def test_garbage_and_random_truncations_only_raise_decode_error():
     dcm = _dcm_bytes(ds)
     # a PNG or DICOM cut short anywhere is an error (README: "truncated ... one line"), never a picture
     for whole, name in ((png, "cut.png"), (dcm, "cut.dcm")):
-        for c in sorted({*range(1, 40), *rng.integers(1, len(whole), 30).tolist(), *range(len(whole) - 40, len(whole))}):
+        cuts = {*range(1, 40), *rng.integers(1, len(whole), 30).tolist(), *range(len(whole) - 40, len(whole))}
+        for c in sorted(cuts):
             with pytest.raises(ImageDecodeError) as ei:
                 decode_image(whole[:c], name=name)
             assert str(ei.value).startswith(f"{name}: ") and "\n" not in str(ei.value), c
@@ -392,7 +393,8 @@ def test_draft_never_goes_below_requested(tmp_path):
 
 
 def test_real_dataset_files(real_data):
-    files = sorted(p for p in (real_data / "train" / "Covid").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    files = sorted(p for p in (real_data / "train" / "Covid").iterdir()
+                   if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     assert len(files) >= 3
     for p in files[:3]:
         full = decode_image(p)

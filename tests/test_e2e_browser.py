@@ -26,8 +26,8 @@ from cxrviz.runs import read_run
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOT = ARTIFACTS / "e2e_train.png"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 PAGE_TITLES = ["Overview", "Train", "Leaderboard", "Seminar view", "Compare", "Explain"]  # app.py's order
 

@@ -158,7 +158,8 @@ def test_figures_from_records(tmp_path, synthetic_folder, tiny_run):
     fig = plots.internal_vs_external(recs)
     assert [t.name for t in fig.data][:2] == ["internal (test split)", "external"]
     assert sum(sum(t.x) for t in plots.predicted_distribution(recs).data) == 16
-    cals = [("ext", tiny_run.arch, rec["external"]["calibration"]), ("test", tiny_run.arch, run_test_calibration(tiny_run))]
+    cals = [("ext", tiny_run.arch, rec["external"]["calibration"]),
+            ("test", tiny_run.arch, run_test_calibration(tiny_run))]
     assert len(plots.reliability(cals).data) == 3
     for png in (plots.internal_vs_external_png(recs), plots.reliability_png(cals)):
         assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,4 +1,5 @@
-"""The trainer on real image files (the synthetic folder) at small sizes: callbacks, stop, determinism, GoogLeNet aux losses, storage."""
+"""The trainer on real image files (the synthetic folder) at small sizes: callbacks, stop, determinism,
+GoogLeNet aux losses, storage."""
 import threading
 
 import pytest

@@ -67,7 +67,8 @@ def reliability(cals: list[tuple[str, str, dict]]) -> go.Figure:
                         line=dict(color=arch_color(arch), dash=("solid", "dash", "dot", "dashdot")[i % 4]),
                         marker=dict(size=[6 + 2 * math.sqrt(x["n"]) for x in b]),
                         hovertemplate="confidence %{x:.0f} %, accuracy %{y:.0f} %<extra></extra>")
-    fig.update_layout(xaxis=dict(title="mean confidence (%)", range=[0, 100]), yaxis=dict(title="accuracy (%)", range=[0, 100]),
+    fig.update_layout(xaxis=dict(title="mean confidence (%)", range=[0, 100]),
+                      yaxis=dict(title="accuracy (%)", range=[0, 100]),
                       height=380, margin=dict(l=10, r=10, t=30, b=10))
     return fig
 
@@ -107,7 +108,8 @@ def internal_vs_external_png(records: list[dict]) -> bytes:
 
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(records)), 3.6))
     x = np.arange(len(records))
-    for off, key, color, label in ((-0.2, "internal", INTERNAL, "internal (test split)"), (0.2, "external", EXTERNAL, "external")):
+    for off, key, color, label in ((-0.2, "internal", INTERNAL, "internal (test split)"),
+                                   (0.2, "external", EXTERNAL, "external")):
         vals = [r[key] for r in records]
         ax.bar(x + off, [100 * v["accuracy"] for v in vals], 0.4, color=color, label=label,
                yerr=np.array([_err(v) for v in vals]).T, capsize=3)

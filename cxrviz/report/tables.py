@@ -165,8 +165,8 @@ def display_table(runs: list[Run]) -> pd.DataFrame:
         "test acc": df["accuracy"].map(fmt_pct),
         "95 % CI": [fmt_ci(lo, hi) for lo, hi in zip(df["ci_low"], df["ci_high"])],
         "macro-F1": _rnd(df["macro_f1"], 3),
-    }, df, lambda v: _rnd(v, 3), {"ms/img": _rnd(df["latency_ms"], 2), "curves on": df["selected_on"], "seed": df["seed"], "status": df["status"],
-                                  "run": df["run"]})
+    }, df, lambda v: _rnd(v, 3), {"ms/img": _rnd(df["latency_ms"], 2), "curves on": df["selected_on"],
+                                  "seed": df["seed"], "status": df["status"], "run": df["run"]})
     return out.reset_index(drop=True)
 
 
@@ -205,8 +205,8 @@ def leaderboard_frame(runs: list[Run], groups: bool = False) -> pd.DataFrame:
             "train (min)": df["train_min"], "test acc": 100 * df["accuracy"],
             "95 % CI": [fmt_ci(lo, hi) for lo, hi in zip(df["ci_low"], df["ci_high"])],
             "macro-F1": df["macro_f1"],
-        }, df, lambda v: 100 * v, {"ms/img": df["latency_ms"], "curves on": df["selected_on"], "status": df["status"], "dataset": df["dataset"],
-                                   "run": df["run"]})
+        }, df, lambda v: 100 * v, {"ms/img": df["latency_ms"], "curves on": df["selected_on"], "status": df["status"],
+                                   "dataset": df["dataset"], "run": df["run"]})
         return out.reset_index(drop=True)
     g = groups_frame(runs)
     if g.empty:
