@@ -10,6 +10,10 @@ d. app latencies: upload -> four-model prediction, four-model GradCAM, and the j
    an epoch's end and its point being visible to the live chart;
 e. run-time estimate: the Train page's estimate (``cxrviz.estimate``) vs the measured time of short real runs.
 Every figure is measured here, on this machine, in this run; nothing is a stored constant.
+
+It is one module (about 425 lines) because it is one command: the five measurements write one JSON record that
+``format_report`` and ``sanity_problems`` read, so a measurement and the lines that print and check it change
+together.
 """
 from __future__ import annotations
 

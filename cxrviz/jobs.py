@@ -8,6 +8,10 @@ Every device of the machine (each CUDA GPU) has its own queue and ``jobs_per_dev
 ``device="auto"`` goes to the device with the least queued work (:mod:`cxrviz.placement`), a pinned one
 (``cuda:1``) to its device. With a ``cluster`` (:class:`cxrviz.cluster.RayTrainer`), ``device="ray"`` jobs run
 on a Ray cluster behind the same queue, cards and stop buttons.
+
+It is one module (about 490 lines) because most of it is one class, :class:`JobRegistry`, whose queues, worker
+threads, stop flags and snapshots are guarded by one lock; splitting it would spread that locking discipline
+over several modules.
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ second tab or another page shows the same jobs. The live part is one fragment th
 while anything is queued or running, and not at all when idle.
 
 The page is the short script at the bottom over named parts: quick demo, architecture picker, settings form,
-estimate panel, launch button, jobs toolbar, job card, live view, finished jobs (a little over 350 lines: the
-parts share the registry and keys, and splitting them over modules would scatter one page).
+estimate panel, launch button, jobs toolbar, job card, live view, finished jobs (about 425 lines: the parts
+share the registry and the session-state keys, and splitting them over modules would scatter one page).
 """
 from __future__ import annotations
 

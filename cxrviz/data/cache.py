@@ -8,6 +8,11 @@ is one file read; a split larger than the RAM budget (``CXRVIZ_RAM_BUDGET``, def
 machine's RAM) stays a memory-mapped file on disk that training streams from.
 
 This module imports no torch: worker processes start with numpy and Pillow only.
+
+It is one module (about 390 lines) because it is one concept, the decode-once cache: the per-image entries, the
+whole-split files and the parallel first decode share the key (content hash + size), the on-disk layout and the
+RAM budget, and the workers write the same entries the parent reads; splitting it would separate the writer of
+those files from their reader.
 """
 from __future__ import annotations
 

@@ -17,6 +17,11 @@ Design notes
 * ``draft_size`` enables libjpeg's DCT-domain downscaling (by 1/2, 1/4 or 1/8,
   never below ``draft_size``) and direct YCbCr->L decoding, which makes large
   camera/scanner JPEGs several times faster to decode.
+
+It is one module (about 630 lines) because it is one concept, untrusted file
+-> grayscale array: the Pillow and DICOM paths share the size check, the
+error type and the one-line messages, and a hardening fix usually touches
+both.
 """
 
 from __future__ import annotations

@@ -38,6 +38,11 @@ from ``(seed, crc32(split), class, index)``; identical arguments give
 byte-identical arrays, and ``"train"`` and ``"test"`` never share a stream.
 The returned order is a deterministic shuffle (classes interleaved), seeded
 from ``(seed, split)`` as well.
+
+It is one module (about 550 lines, some 60 of them this docstring) because it
+is one concept, the phantom renderer: anatomy, nuisance and pathology are
+drawn in one canonical frame and in one fixed order of random draws, which
+the determinism promise above depends on, so they change together.
 """
 
 from __future__ import annotations
