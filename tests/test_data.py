@@ -29,14 +29,6 @@ def _mini_dataset(folder: Path, dst: Path, per_class: int = 3, test_name: str = 
     return dst
 
 
-def test_kaggle_layout_counts(real_data):
-    src = open_dataset(real_data)
-    assert src.classes == ["Covid", "Normal", "Viral Pneumonia"]
-    assert src.counts() == {"train": {"Covid": 111, "Normal": 70, "Viral Pneumonia": 70},
-                            "test": {"Covid": 26, "Normal": 20, "Viral Pneumonia": 20}}
-    assert not src.synthetic and src.label == "Covid19-dataset"
-
-
 def test_synthetic_default_is_labelled():
     src = open_dataset(None)
     assert src.synthetic and "synthetic" in src.label
@@ -199,13 +191,6 @@ def test_synthetic_source_counts():
     s = load_split(src, "test", 32)
     assert len(s) == sum(counts["test"].values())
     assert np.unique(s.labels.numpy()).tolist() == [0, 1, 2]
-
-
-def test_duplicates_across_splits_of_the_kaggle_set(real_data):
-    # the Kaggle set ships 6 test images that are byte-identical copies of training images (README, Overview)
-    dup = find_duplicates(open_dataset(real_data))
-    assert len(dup["cross_split"]) == 6 and "test/Covid/COVID-00033.jpg" in dup["cross_split"]
-    assert len(dup["groups"]) == 10  # the other 4 groups are copies within one split
 
 
 def test_duplicates_are_counted_exactly(synthetic_folder, tmp_path):
