@@ -1,5 +1,10 @@
+import contextlib
 import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -46,6 +51,62 @@ def chromium() -> str:
     if not os.path.exists(CHROMIUM):
         _missing(f"{CHROMIUM} not found (apt-get install chromium)")
     return CHROMIUM
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_server(tmp: Path, timeout: float | None = None):
+    """A fresh `streamlit run app.py` on a free port, with its own checkpoints and cache (``tmp/checkpoints``,
+    ``tmp/cache``) and its log at ``tmp/streamlit.log``; yields its URL once its health check answers, and
+    stops it on exit (printing the log's tail: shown on failure). Without ``timeout`` the wait is bounded by the
+    test timeout (pytest.ini), not by a clock here; a server that exits before answering is an error."""
+    port = _free_port()
+    env = {**os.environ, "CXRVIZ_CHECKPOINTS": str(tmp / "checkpoints"), "CXRVIZ_CACHE": str(tmp / "cache"),
+           "PYTHONUNBUFFERED": "1"}
+    log = open(tmp / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    end = None if timeout is None else time.time() + timeout
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().strip() == b"ok":
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or (end is not None and time.time() > end):
+                raise RuntimeError("streamlit did not start:\n" + (tmp / "streamlit.log").read_text()[-3000:])
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        print("streamlit log (tail):\n" + (tmp / "streamlit.log").read_text()[-3000:])
+
+
+def wait_for(pred, timeout: float = 300.0, poll: float = 0.02) -> bool:
+    """Poll until ``pred()``; True if it came true within ``timeout`` seconds. The timeout only guards against a
+    hang (shared machines are slow), it is not a speed requirement: timings belong to ``python -m cxrviz bench``."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(poll)
+    return False
 
 
 def real_data_path() -> Path:

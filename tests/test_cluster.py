@@ -6,10 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
+from conftest import wait_for
 from cxrviz import cluster
 from cxrviz.cli import main as cli_main
 from cxrviz.jobs import CLUSTER, DONE, FAILED, STOPPED, JobRegistry
@@ -22,15 +22,6 @@ WAIT_S = 600
 def tiny(seed=0, **kw) -> TrainConfig:
     return TrainConfig(**{**dict(arch="lenet5", img_size=32, epochs=1, batch_size=32, device=CLUSTER), **kw},
                        seed=seed)
-
-
-def wait_for(pred, timeout=WAIT_S, poll=0.1):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(poll)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +62,7 @@ def test_sweep_on_the_cluster_stores_every_run(ray_cluster, tmp_path, monkeypatc
 def test_cluster_jobs_stream_progress_and_stop(reg, tmp_path):
     keep, drop = reg.submit([tiny(0, epochs=500), tiny(1, epochs=500)])
     # progress travels back live: epochs show up in the jobs while the tasks still run
-    assert wait_for(lambda: all(len(reg.get(j).history) >= 1 for j in (keep, drop))), \
+    assert wait_for(lambda: all(len(reg.get(j).history) >= 1 for j in (keep, drop)), WAIT_S, poll=0.1), \
         [reg.get(j).message for j in (keep, drop)]
     assert reg.get(keep).status == "running" and reg.get(keep).batch_losses
     reg.stop(keep, keep=True)
@@ -87,7 +78,7 @@ def test_cluster_jobs_stream_progress_and_stop(reg, tmp_path):
 
 def test_a_killed_worker_fails_the_job_with_one_line(reg, tmp_path):
     (jid,) = reg.submit([tiny(0, epochs=500)])
-    assert wait_for(lambda: len(reg.get(jid).history) >= 1 and reg.cluster.worker_pids())
+    assert wait_for(lambda: len(reg.get(jid).history) >= 1 and reg.cluster.worker_pids(), WAIT_S, poll=0.1)
     (pid,) = reg.cluster.worker_pids().values()
     assert pid != os.getpid()
     os.kill(pid, signal.SIGKILL)

@@ -9,18 +9,12 @@ listed the files of pages/).
 
 Skipped with a reason when Playwright or /usr/bin/chromium is missing; a failure instead in CI (the conftest's
 ``chromium`` fixture; .ci/run installs both)."""
-import contextlib
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from conftest import streamlit_server
 from cxrviz.runs import read_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,51 +53,10 @@ POLLER = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _streamlit(tmp: Path):
-    """A fresh `streamlit run app.py` on a free port, with its own checkpoints and cache; yields its URL."""
-    port = _free_port()
-    env = {**os.environ, "CXRVIZ_CHECKPOINTS": str(tmp / "checkpoints"), "CXRVIZ_CACHE": str(tmp / "cache"),
-           "PYTHONUNBUFFERED": "1"}
-    log = open(tmp / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:  # bounded by the test timeout (pytest.ini), not by a clock here
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None:
-                raise RuntimeError("streamlit did not start:\n" + (tmp / "streamlit.log").read_text()[-3000:])
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-        print("streamlit log (tail):\n" + (tmp / "streamlit.log").read_text()[-3000:])  # shown on failure
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, chromium):
     tmp = tmp_path_factory.mktemp("e2e")
-    with _streamlit(tmp) as url:
+    with streamlit_server(tmp) as url:
         yield url, tmp / "checkpoints"
 
 
@@ -233,7 +186,7 @@ def test_first_url_of_a_fresh_server_shows_the_six_pages(first_path, chromium, t
     from playwright import sync_api
 
     title = {"/train": "Train", "/compare": "Compare"}[first_path]
-    with _streamlit(tmp_path) as url, sync_api.sync_playwright() as pw:
+    with streamlit_server(tmp_path) as url, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})

@@ -2,12 +2,12 @@
 disk; fault tests inject a trainer that raises inside a real registry."""
 import gc
 import threading
-import time
 import weakref
 
 import pytest
 import torch
 
+from conftest import wait_for
 from cxrviz.data.decode import ImageDecodeError
 from cxrviz.jobs import (
     CANCELLED,
@@ -29,17 +29,6 @@ TINY = dict(arch="lenet5", img_size=32, epochs=1, batch_size=32)
 
 def tiny(seed=0, **kw) -> TrainConfig:
     return TrainConfig(**{**TINY, **kw}, seed=seed)
-
-
-def wait_for(pred, timeout=300.0, poll=0.02):
-    """Poll until ``pred()``; the timeout only guards against a hang (shared machines are slow), it is not a
-    speed requirement: timings belong to ``python -m cxrviz bench``."""
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(poll)
-    return False
 
 
 @pytest.fixture
