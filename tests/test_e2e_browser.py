@@ -4,7 +4,7 @@ both. Measures the delay between each epoch's end (the job's "wall" timestamp, c
 customdata) and its point showing up in the browser's chart, and saves a screenshot to
 test-artifacts/e2e_train.png.
 
-Also: a fresh server opened first on /train or /compare lists the six named pages in its sidebar (it once
+Also: a fresh server opened first on /train or /compare lists app.py's named pages in its sidebar (it once
 listed the files of pages/).
 
 Skipped with a reason when Playwright or /usr/bin/chromium is missing; a failure instead in CI (the conftest's
@@ -23,7 +23,8 @@ SCREENSHOT = ARTIFACTS / "e2e_train.png"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
-PAGE_TITLES = ["Overview", "Train", "Leaderboard", "Seminar view", "Compare", "Explain"]  # app.py's order
+PAGE_TITLES = ["Overview", "Train", "Leaderboard", "External validation", "Seminar view", "Compare",
+               "Explain"]  # app.py's order
 
 # Records, in the page, when each epoch point (keyed by its wall timestamp) first appears in any chart's
 # test-accuracy trace, how many points the busiest such trace had over time, and the most job-card Stop
@@ -180,9 +181,9 @@ def test_train_page_end_to_end(server, chromium):
 
 
 @pytest.mark.parametrize("first_path", ["/train", "/compare"])
-def test_first_url_of_a_fresh_server_shows_the_six_pages(first_path, chromium, tmp_path):
+def test_first_url_of_a_fresh_server_shows_the_named_pages(first_path, chromium, tmp_path):
     """Opening a page other than the first one, on a server no one has opened yet (a bookmark, a browser
-    reopening its tabs after a restart), must show app.py's six named pages, not the files of pages/."""
+    reopening its tabs after a restart), must show app.py's named pages, not the files of pages/."""
     from playwright import sync_api
 
     title = {"/train": "Train", "/compare": "Compare"}[first_path]
