@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from cxrviz.atomic import write_json
+
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "Covid19-dataset"
 
 
@@ -343,10 +345,7 @@ def run_bench(quick: bool, data: str | None, device: str = "auto", out: str | No
     report["total_s"] = time.perf_counter() - t0
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = Path(out) if out else Path("bench-results") / f"bench{'-quick' if quick else ''}-{stamp}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, path)
+    write_json(path, report)
     report["json_path"] = str(path)
     return report
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cxrviz.atomic import write_json
+
 SCALES = (1000, 10000, 30000)
 CLASSES = ("Covid", "Normal", "Viral Pneumonia")
 POOL_PER_CLASS = 24  # base phantoms per class; every image adds its own noise, shift and size
@@ -362,10 +364,7 @@ def run_scale(scales=SCALES, workdir: str | None = None, out: str | None = None,
     report["leaderboard"] = bench_leaderboard(workdir, runs)
     log("   " + json.dumps(report["leaderboard"]))
     path = Path(out) if out else Path("bench-results") / f"bench-scale-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, path)
+    write_json(path, report)
     report["json_path"] = str(path)
     return report
 
