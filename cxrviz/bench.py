@@ -47,7 +47,7 @@ def _machine() -> dict:
 def bench_input(data: str | None, size: int, epochs: int, batch_size: int = 32) -> dict:
     """Seconds per epoch: cxrviz (first epoch builds the cache from a cold directory) vs naive decoding."""
     from cxrviz.data import AUGMENT_LEVELS, ImageCache, augment_batch, load_split, open_dataset
-    from cxrviz.data.dataset import _SPLIT_MEMO
+    from cxrviz.data.dataset import forget_splits
 
     src = open_dataset(data)
     if src.synthetic:
@@ -65,8 +65,7 @@ def bench_input(data: str | None, size: int, epochs: int, batch_size: int = 32) 
         return time.perf_counter() - t
 
     with tempfile.TemporaryDirectory() as d:
-        for k in [k for k in _SPLIT_MEMO if k[1] == "train" and k[2] == size]:
-            del _SPLIT_MEMO[k]
+        forget_splits("train", size)
         cache = ImageCache(d)
         ours = [cached_epoch(cache) for _ in range(epochs)]
         decodes = cache.decodes
@@ -163,22 +162,21 @@ def bench_overhead(arch: str, size: int, steps: int, batch_size: int, device: st
 # ---------------------------------------------------------------- c. end to end
 def bench_end_to_end(data: str | None, arch: str, size: int, epochs: int, device: str) -> dict:
     from cxrviz.data import ImageCache, open_dataset
-    from cxrviz.data import cache as cache_mod
-    from cxrviz.data.dataset import _SPLIT_MEMO
+    from cxrviz.data.cache import set_default_cache
+    from cxrviz.data.dataset import forget_splits
     from cxrviz.train import TrainConfig, train
 
     src = open_dataset(data)
     with tempfile.TemporaryDirectory() as d:
-        _SPLIT_MEMO.clear()
-        old = cache_mod._DEFAULT
-        cache_mod._DEFAULT = ImageCache(d)  # cold: the run pays for decoding every original once
+        forget_splits()
+        old = set_default_cache(ImageCache(d))  # cold: the run pays for decoding every original once
         try:
             t = time.perf_counter()
             r = train(TrainConfig(arch=arch, data=data, img_size=size, epochs=epochs, device=device), source=src)
             wall = time.perf_counter() - t
         finally:
-            cache_mod._DEFAULT = old
-            _SPLIT_MEMO.clear()
+            set_default_cache(old)
+            forget_splits()
     return {"arch": arch, "size": size, "epochs": epochs, "dataset": src.label, "wall_s": wall,
             "data_s": r.timings["data_s"], "train_s": r.timings["train_s"], "eval_s": r.timings["eval_s"],
             "test_acc": r.evaluation["accuracy"] if r.evaluation else None, "goal_s": 216}

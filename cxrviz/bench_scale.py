@@ -161,8 +161,6 @@ def measure(root: Path, cache_dir: Path, size: int = 128, steps: int = 6, batch:
     """Every measurement of one dataset, in this (fresh) process."""
     import torch
 
-    from cxrviz.dashboard import sample_images, size_summary
-    from cxrviz.data import cache as cache_mod
     from cxrviz.data import (
         find_duplicates,
         image_size_stats,
@@ -170,13 +168,14 @@ def measure(root: Path, cache_dir: Path, size: int = 128, steps: int = 6, batch:
         near_duplicates,
         open_dataset,
     )
-    from cxrviz.data.cache import ImageCache
-    from cxrviz.data.dataset import _SPLIT_MEMO
+    from cxrviz.data.cache import ImageCache, set_default_cache
+    from cxrviz.data.dataset import forget_splits
+    from cxrviz.data.survey import sample_images, size_summary
     from cxrviz.models import get_spec
 
     torch.manual_seed(0)
     r: dict = {"root": str(root)}
-    cache_mod._DEFAULT = ImageCache(cache_dir)
+    set_default_cache(ImageCache(cache_dir))
     r["open_s"], src = _timed(lambda: open_dataset(str(root)))
     r["images"] = sum(len(v) for v in src.files.values())
     r["train_n"] = len(src.files["train"])
@@ -190,8 +189,8 @@ def measure(root: Path, cache_dir: Path, size: int = 128, steps: int = 6, batch:
     r["cache_bytes"] = int(train.images.numel() + test.images.numel())
     r["peak_rss_after_decode"] = _mem()["VmHWM"]
     del train, test
-    _SPLIT_MEMO.clear()
-    cache_mod._DEFAULT = ImageCache(cache_dir)
+    forget_splits()
+    set_default_cache(ImageCache(cache_dir))
     t = time.perf_counter()
     train = load_split(src, "train", size)
     load_split(src, "test", size)
@@ -225,7 +224,7 @@ def measure(root: Path, cache_dir: Path, size: int = 128, steps: int = 6, batch:
              rss_before_training=rss0, peak_rss_training=m["VmHWM"])
 
     # the same batches from a memory-mapped copy of the cache (a RAM budget of 0): same tensors, its cost
-    _SPLIT_MEMO.clear()
+    forget_splits()
     mapped = load_split(src, "train", size, ram_budget_bytes=0)
     idx = torch.randint(0, len(train), (64 * batch,), generator=g)
     r["mapped_equal"] = bool(torch.equal(mapped.images[idx[:256]], train.images[idx[:256]]))
@@ -248,7 +247,7 @@ def measure(root: Path, cache_dir: Path, size: int = 128, steps: int = 6, batch:
         find_duplicates(s)
 
     r["overview_first_s"], _ = _timed(overview)
-    cache_mod._DEFAULT = ImageCache(cache_dir)
+    set_default_cache(ImageCache(cache_dir))
     r["overview_reopen_s"], _ = _timed(overview)
     # the duplicate check alone, cold (a fresh cache: every file hashed), and near duplicates (a 32 px decode)
     fresh = ImageCache(Path(tempfile.mkdtemp(prefix="dups-", dir=cache_dir.parent)))
@@ -266,12 +265,12 @@ def decode_speedup(root: Path, workdir: Path, size: int = 128) -> dict:
     """First decode of the same files with 1 and with 2 worker processes, each from a cold cache."""
     from cxrviz.data import load_split, open_dataset
     from cxrviz.data.cache import ImageCache
-    from cxrviz.data.dataset import _SPLIT_MEMO
+    from cxrviz.data.dataset import forget_splits
 
     src = open_dataset(str(root))
     out = {"images": len(src.files["train"])}
     for w in (1, 2):
-        _SPLIT_MEMO.clear()
+        forget_splits()
         cache = ImageCache(Path(tempfile.mkdtemp(prefix=f"w{w}-", dir=workdir)))
         out[f"workers{w}_s"], _ = _timed(lambda: load_split(src, "train", size, cache=cache, workers=w))
     out["speedup"] = out["workers1_s"] / out["workers2_s"]

@@ -87,7 +87,7 @@ def _resolve_layer(model: nn.Module, target_layer) -> nn.Module:
     raise ExplainError(f"target layer must be a ModelSpec, a layer name or a module, not {type(target_layer).__name__}")
 
 
-def _prepare(model: nn.Module) -> nn.Module:
+def prepare_for_cam(model: nn.Module) -> nn.Module:
     """Eval mode, frozen parameters, no in-place activations (idempotent; the model is a loaded copy)."""
     if not getattr(model, "_cxrviz_cam_ready", False):
         for m in model.modules():
@@ -99,7 +99,7 @@ def _prepare(model: nn.Module) -> nn.Module:
     return model
 
 
-def _leaf_output(module, args, output):
+def leaf_output(module, args, output):
     """Forward hook: the target layer's output as a leaf that requires grad, so the backward pass needs
     nothing below the target layer."""
     if torch.is_grad_enabled() and isinstance(output, torch.Tensor):
@@ -118,11 +118,11 @@ def _cam_with_logits(model: nn.Module, target_layer, x: torch.Tensor, target_cla
     layer = _resolve_layer(model, target_layer)
     x = nhwc(x if x.is_floating_point() else x.float())
     with model_lock(model):
-        _prepare(model)
+        prepare_for_cam(model)
         fast_inference(model)
         handles = []
         if method in GRADIENT_METHODS:  # registered before the library's hooks, so theirs see the leaf
-            handles.append(layer.register_forward_hook(_leaf_output))
+            handles.append(layer.register_forward_hook(leaf_output))
         timing: dict[str, float] = {}
         calls = [0]
 

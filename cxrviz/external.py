@@ -322,11 +322,11 @@ def table_rows(records: list[dict]) -> list[dict]:
         pred = ", ".join(f"{c} {k}" for c, k in e["predicted"].items() if k)
         rows.append({
             "run": rec["run"], "model": rec["display"],
-            "internal acc": 100 * i["accuracy"], "internal CI": _ci(i),
-            "external acc": 100 * e["accuracy"], "external CI": _ci(e),
+            "internal acc": 100 * i["accuracy"], "internal CI": format_ci(i),
+            "external acc": 100 * e["accuracy"], "external CI": format_ci(e),
             "drop (points)": 100 * rec["drop"],
             "balanced acc": 100 * e["balanced_accuracy"],
-            "balanced CI": _ci({"ci_low": e["bal_ci_low"], "ci_high": e["bal_ci_high"]}),
+            "balanced CI": format_ci({"ci_low": e["bal_ci_low"], "ci_high": e["bal_ci_high"]}),
             "majority baseline": 100 * e["majority"]["accuracy"],
             "predicted": pred, "ECE": e["calibration"]["ece"], "n": e["n"],
             **{f"recall {c}": 100 * v for c, v in e["recall"].items()},
@@ -335,6 +335,6 @@ def table_rows(records: list[dict]) -> list[dict]:
     return rows
 
 
-def _ci(d: dict) -> str:
+def format_ci(d: dict) -> str:
     lo, hi = d.get("ci_low", math.nan), d.get("ci_high", math.nan)
     return "–" if lo is None or hi is None or math.isnan(lo) else f"{100 * lo:.1f}–{100 * hi:.1f}"

@@ -2,7 +2,7 @@
 fingerprint), as the internal-vs-external rows of the Leaderboard and the Seminar view."""
 from __future__ import annotations
 
-from .external import _ci
+from .external import format_ci
 from .runs import Run, list_records, read_record
 
 
@@ -22,8 +22,8 @@ def side_by_side(records: list[dict]) -> list[dict]:
     for rec in records:
         i, e = rec["internal"], rec["external"]
         rows.append({"run": rec["run"], "model": rec["display"], "external data": rec["data"]["root"],
-                     "internal acc": 100 * i["accuracy"], "internal 95 % CI": _ci(i),
-                     "external acc": 100 * e["accuracy"], "external 95 % CI": _ci(e),
+                     "internal acc": 100 * i["accuracy"], "internal 95 % CI": format_ci(i),
+                     "external acc": 100 * e["accuracy"], "external 95 % CI": format_ci(e),
                      "drop (points)": 100 * rec["drop"], "external n": e["n"],
                      "external majority": 100 * e["majority"]["accuracy"]})
     return rows

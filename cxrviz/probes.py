@@ -81,14 +81,14 @@ def batch_cams(model, spec, x: torch.Tensor, batch_size: int = 16, progress: Pro
     in-place activations, frozen weights, backward stopped at the target layer)."""
     from pytorch_grad_cam import GradCAM
 
-    from .explain import _leaf_output, _prepare
+    from .explain import leaf_output, prepare_for_cam
     from .predict import model_lock
 
     out = []
     with model_lock(model):
-        _prepare(model)
+        prepare_for_cam(model)
         layer = spec.target_module(model)
-        handle = layer.register_forward_hook(_leaf_output)  # before the library's hooks, so they see the leaf
+        handle = layer.register_forward_hook(leaf_output)  # before the library's hooks, so they see the leaf
         cam = GradCAM(model=model, target_layers=[layer])
         try:
             with torch.enable_grad():

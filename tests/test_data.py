@@ -16,7 +16,7 @@ from cxrviz.data import (
     open_dataset,
     synthetic_source,
 )
-from cxrviz.data.dataset import _SPLIT_MEMO
+from cxrviz.data.dataset import forget_splits
 
 
 def _mini_dataset(folder: Path, dst: Path, per_class: int = 3, test_name: str = "test") -> Path:
@@ -89,15 +89,15 @@ def test_decode_once_cache_memory_and_disk(tmp_path, synthetic_folder):
     cache = ImageCache(tmp_path / "cache")
     a = load_split(src, "train", 40, cache=cache)
     assert cache.decodes == 6
-    _SPLIT_MEMO.clear()
+    forget_splits()
     b = load_split(src, "train", 40, cache=cache)  # memory hit
     assert cache.decodes == 6 and torch.equal(a.images, b.images)
-    _SPLIT_MEMO.clear()
+    forget_splits()
     fresh = ImageCache(tmp_path / "cache")  # a "restart": disk hit, nothing decoded
     c = load_split(src, "train", 40, cache=fresh)
     assert fresh.decodes == 0 and torch.equal(a.images, c.images)
     assert len(list((tmp_path / "cache" / "40").glob("*.npy"))) == 6
-    _SPLIT_MEMO.clear()
+    forget_splits()
     load_split(src, "train", 48, cache=fresh)  # another size is another key
     assert fresh.decodes == 6
     # a corrupt cache entry is ignored and rewritten, never trusted
@@ -106,7 +106,7 @@ def test_decode_once_cache_memory_and_disk(tmp_path, synthetic_folder):
     stored = list((tmp_path / "cache" / "splits").glob("40-*.npy"))
     assert len(stored) == 1  # the whole split is stored too: a reopen is one file read
     stored[0].write_bytes(b"garbage")  # a corrupt stored split is not trusted either
-    _SPLIT_MEMO.clear()
+    forget_splits()
     again = ImageCache(tmp_path / "cache")
     d = load_split(src, "train", 40, cache=again)
     assert again.decodes == 1 and torch.equal(a.images, d.images)
@@ -120,7 +120,7 @@ def test_content_keyed_cache_sees_changed_file(tmp_path, synthetic_folder):
     target = src.files["train"][0][0]
     other = src.files["train"][1][0]
     shutil.copy(other, target)  # same name, new content
-    _SPLIT_MEMO.clear()
+    forget_splits()
     b = load_split(open_dataset(root), "train", 32, cache=cache)
     assert torch.equal(b.images[0], a.images[1])
 
@@ -195,7 +195,7 @@ def test_synthetic_source_counts():
 
 def test_duplicates_are_counted_exactly(synthetic_folder, tmp_path):
     root = _mini_dataset(synthetic_folder, tmp_path / "ds", per_class=2)
-    assert find_duplicates(open_dataset(root)) == {"groups": [], "cross_split": []}
+    assert find_duplicates(open_dataset(root)) == {"groups": [], "cross_split": [], "cross_source": []}
     normal = sorted((root / "train" / "Normal").iterdir())
     covid = sorted((root / "train" / "Covid").iterdir())
     shutil.copy(normal[0], root / "test" / "Normal" / "copy.jpeg")  # leakage: a training image in test/

@@ -185,7 +185,8 @@ def test_stop_in_a_later_epoch_keeps_a_consistent_run(arch, phase, tiny_data, tm
     # in epoch 2: its second step (so one optimiser step of epoch 2 is already taken), or its first BN/eval pass
     at = per_epoch + (2 if phase == "train" else 1)
     with in_forward(lambda job: reg.stop(ids[0], keep=True), lambda p, n: p == phase and n == at):
-        ids += reg.submit([cfg(tiny_data, arch=arch, epochs=3)])
+        # val_fraction=0: every epoch scores the test split (the old protocol), so "eval" is a per-epoch pass here
+        ids += reg.submit([cfg(tiny_data, arch=arch, epochs=3, val_fraction=0)])
         assert reg.wait(120)
     s = reg.get(ids[0])
     assert s.status == STOPPED and s.error is None and s.run_id, s

@@ -73,11 +73,12 @@ def test_probe_is_cached_and_leaves_the_random_generators_alone(monkeypatch):
 
 
 def test_bf16_run_learns_keeps_fp32_weights_and_stops():
-    r = train(_cfg(precision="bf16", epochs=3, ema=0.9))
+    r = train(_cfg(precision="bf16", epochs=6, ema=0.9))
     assert r.environment["precision"] == "bf16" and r.environment["channels_last"] is True
     assert all(v.dtype in (torch.float32, torch.int64) and v.is_contiguous() for v in r.state_dict.values())
-    assert r.history[-1]["train_loss"] < r.history[0]["train_loss"] - 0.05  # fp32 LeNet-5: 1.10 -> 1.06 in 2
-    assert r.history[-1]["train_acc"] > 0.45 and r.evaluation["accuracy"] > 0.45  # chance: 1/3
+    # measured: bf16 1.096 -> 0.990 in 6 epochs, fp32 1.096 -> 0.986; a model that does not learn stays near 1.10
+    assert r.history[-1]["train_loss"] < r.history[0]["train_loss"] - 0.05
+    assert r.history[-1]["train_acc"] > 0.5 and r.evaluation["accuracy"] > 0.5  # chance: 1/3
     stop = threading.Event()
     r = train(_cfg(precision="bf16", epochs=3), stop=stop,
               callback=lambda p: p.kind == "batch" and p.epoch == 2 and stop.set())

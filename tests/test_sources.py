@@ -19,7 +19,7 @@ from cxrviz.data import (
     open_dataset,
     parse_add,
 )
-from cxrviz.data.dataset import _SPLIT_MEMO
+from cxrviz.data.dataset import forget_splits
 from cxrviz.data.synthetic import make_split
 
 CLASSES = ["Covid", "Normal", "Viral Pneumonia"]
@@ -190,7 +190,7 @@ def test_parallel_decode_falls_back_in_process_when_workers_cannot_start(synthet
 def test_memory_mapped_split_gives_the_same_tensors(synthetic_folder, tmp_path):
     src = open_dataset(str(synthetic_folder))
     ram = load_split(src, "train", 40, cache=ImageCache(tmp_path / "a"), ram_budget_bytes=1 << 40)
-    _SPLIT_MEMO.clear()
+    forget_splits()
     mapped = load_split(src, "train", 40, cache=ImageCache(tmp_path / "b"), ram_budget_bytes=1000)
     assert not ram.mapped and mapped.mapped
     assert isinstance(mapped.images.numpy().base, np.memmap) or isinstance(mapped.images.numpy(), np.memmap) \
@@ -204,7 +204,7 @@ def test_memory_mapped_split_gives_the_same_tensors(synthetic_folder, tmp_path):
     assert abs(m1 - m2) < 1e-9 and abs(s1 - s2) < 1e-9
     x = ram.images.double() / 255  # the chunked statistics are the plain ones
     assert abs(m1 - float(x.mean())) < 1e-9 and abs(s1 - float(x.std())) < 1e-9
-    _SPLIT_MEMO.clear()
+    forget_splits()
     again = load_split(src, "train", 40, cache=ImageCache(tmp_path / "b"), ram_budget_bytes=1000)
     assert again.mapped and torch.equal(again.images, ram.images)  # a reopen maps the stored split
 
@@ -313,7 +313,7 @@ def test_trainer_streams_from_a_memory_mapped_split_with_the_same_result(synthet
     for budget in ("64G", "1"):  # in RAM, then a memory-mapped file (the budget is one byte)
         monkeypatch.setenv("CXRVIZ_RAM_BUDGET", budget)
         monkeypatch.setattr(cache_mod, "_DEFAULT", ImageCache(tmp_path / f"cache-{budget}"))
-        _SPLIT_MEMO.clear()
+        forget_splits()
         results.append(train(cfg))
         assert load_split(open_dataset(str(synthetic_folder)), "train", 32).mapped == (budget == "1")
     ram, mapped = results

@@ -29,7 +29,7 @@ def test_split_is_stratified_by_class_and_source_and_fixed():
     assert split_indices([0, 1, 1], 0.4)[1] == [2] or split_indices([0, 1, 1], 0.4)[1] == [1]  # singletons stay
 
 
-def test_split_without_sources_falls_back_to_class_and_keeps_paths_aligned():
+def test_split_of_one_source_is_by_class_and_keeps_paths_aligned():
     s = ImageSet(images=torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1), labels=torch.tensor([0] * 5 + [1] * 5),
                  paths=[f"p{i}" for i in range(10)], classes=["a", "b"], size=1)
     tr, va, how = split_validation(s, 0.2)
@@ -77,7 +77,7 @@ def test_a_stopped_run_scores_test_once_on_its_last_completed_epoch():
 def test_charts_and_leaderboard_say_which_split():
     from types import SimpleNamespace
 
-    from cxrviz.charts import Series, history_figure
+    from cxrviz.plots.training import Series, history_figure
     from cxrviz.report import selected_on
 
     rows = [{"epoch": i, "train_loss": 1 / i, "val_loss": 1.1 / i, "train_acc": 0.5, "val_acc": 0.6} for i in (1, 2)]

@@ -152,6 +152,14 @@ def default_cache() -> ImageCache:
     return _DEFAULT
 
 
+def set_default_cache(cache: ImageCache | None) -> ImageCache | None:
+    """Make ``cache`` the process-wide default (None: the usual one, made again on next use); returns the
+    previous default. For benchmarks that time a cold cache."""
+    global _DEFAULT
+    old, _DEFAULT = _DEFAULT, cache
+    return old
+
+
 # ---------------------------------------------------------------------------------------- RAM budget
 def _parse_bytes(text: str) -> int:
     t = text.strip().upper().removesuffix("B")

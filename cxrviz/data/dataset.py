@@ -94,19 +94,19 @@ def synthetic_source() -> DatasetSource:
     return DatasetSource(name=synthetic.SYNTHETIC_NAME, root=None, classes=list(synthetic.CLASSES))
 
 
-def _is_junk(p: Path) -> bool:
+def is_junk(p: Path) -> bool:
     return p.name.startswith(".") or p.name.lower() in JUNK_NAMES
 
 
 def _class_dirs(split_dir: Path) -> list[str]:
-    return sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not _is_junk(d))
+    return sorted(d.name for d in split_dir.iterdir() if d.is_dir() and not is_junk(d))
 
 
 def _find_root(root: Path) -> Path:
     """Accept the dataset folder itself, or a folder holding exactly one such folder (a fresh unzip)."""
     if (root / "train").is_dir():
         return root
-    subs = [d for d in root.iterdir() if d.is_dir() and not _is_junk(d)]
+    subs = [d for d in root.iterdir() if d.is_dir() and not is_junk(d)]
     if len(subs) == 1 and (subs[0] / "train").is_dir():
         return subs[0]
     return root
@@ -125,14 +125,14 @@ def open_dataset(path=None, add=None, split_fraction: float | None = None, seed:
     spec = parse_spec(path)
     if spec is not None:
         if len(spec["data"]) == 1 and not spec["add"]:
-            return _open_folder(spec["data"][0])
+            return open_folder(spec["data"][0])
         return open_sources(spec)
     if path is None or str(path).strip() == "":
         return synthetic_source()
-    return _open_folder(path)
+    return open_folder(path)
 
 
-def _open_folder(path: str | os.PathLike) -> DatasetSource:
+def open_folder(path: str | os.PathLike) -> DatasetSource:
     """One ImageFolder tree."""
     root = Path(os.path.expanduser(str(path).strip()))
     if not root.exists():
@@ -165,7 +165,7 @@ def _open_folder(path: str | os.PathLike) -> DatasetSource:
                 entries = sorted((e.name, e.is_dir()) for e in it)
             for name, is_dir in entries:
                 f = folder / name
-                if is_dir or _is_junk(f) or f.suffix.lower() not in IMAGE_EXTS:
+                if is_dir or is_junk(f) or f.suffix.lower() not in IMAGE_EXTS:
                     src.ignored.append(str(f.relative_to(root)))
                     continue
                 items.append((f, y))
@@ -213,6 +213,13 @@ class ImageSet:
 _SPLIT_MEMO: dict[tuple, ImageSet] = {}
 
 
+def forget_splits(split: str | None = None, size: int | None = None) -> None:
+    """Drop the decoded splits this process holds in memory (all of them, or those of one split name and/or
+    size), so the next :func:`load_split` reads its cache again. For benchmarks that time a cold load."""
+    for k in [k for k in _SPLIT_MEMO if (split is None or k[1] == split) and (size is None or k[2] == size)]:
+        del _SPLIT_MEMO[k]
+
+
 def load_split(source: DatasetSource, split: str, size: int, *, progress: Progress | None = None,
                cache: ImageCache | None = None, workers: int | None = None,
                ram_budget_bytes: int | None = None) -> ImageSet:
@@ -257,10 +264,10 @@ def load_split(source: DatasetSource, split: str, size: int, *, progress: Progre
     arrays: SplitArrays = decode_items([p for p, _ in items], size, stamp, cache=cache, workers=workers,
                                        progress=progress, ram_budget_bytes=budget, check=check)
     keep = arrays.keep
-    errors = [f"{_display_path(source, items[i][0])}: {err.split(': ', 1)[-1]}" for i, err in arrays.errors]
+    errors = [f"{display_path(source, items[i][0])}: {err.split(': ', 1)[-1]}" for i, err in arrays.errors]
     images = torch.from_numpy(arrays.images).unsqueeze(1)
     labels = torch.tensor([items[i][1] for i in keep], dtype=torch.int64)
-    paths = [_display_path(source, items[i][0]) for i in keep]
+    paths = [display_path(source, items[i][0]) for i in keep]
     out = ImageSet(images, labels, paths, list(source.classes), size, errors, sources=[origins[i] for i in keep],
                    mapped=arrays.mapped)
     if len(_SPLIT_MEMO) > 16:
@@ -269,7 +276,7 @@ def load_split(source: DatasetSource, split: str, size: int, *, progress: Progre
     return out
 
 
-def _display_path(source: DatasetSource, p: Path) -> str:
+def display_path(source: DatasetSource, p: Path) -> str:
     """Relative to the dataset folder (as runs store it); absolute for a file of another source."""
     try:
         return str(p.relative_to(source.root))

@@ -16,9 +16,9 @@ _BANDS = 5  # pigeonhole: two hashes within NEAR_BITS bits agree exactly on at l
 
 
 def _name(source, split: str, i: int, p) -> tuple[str, str, str]:
-    from .dataset import _display_path
+    from .dataset import display_path
 
-    return split, _display_path(source, p), source.source_names(split)[i]
+    return split, display_path(source, p), source.source_names(split)[i]
 
 
 def _summarise(source, groups: list[list[tuple[str, str, str]]]) -> dict:

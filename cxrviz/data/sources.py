@@ -132,12 +132,12 @@ def fingerprint(files: list[Path], base: Path) -> str:
 
 def open_sources(d: dict):
     """Merge the folders of a parsed spec into one DatasetSource. Raises DatasetError (one line)."""
-    from .dataset import IMAGE_EXTS, DatasetError, DatasetSource, _is_junk, _open_folder
+    from .dataset import IMAGE_EXTS, DatasetError, DatasetSource, is_junk, open_folder
 
     data, adds = d["data"], d["add"]
     if not data and not adds:
         raise DatasetError("dataset spec names no folder")
-    trees = [_open_folder(p) for p in data]
+    trees = [open_folder(p) for p in data]
     # the same folder twice, or one folder inside another, would count images twice
     folders: list[tuple[Path, str]] = [(t.root.resolve(), f"--data {t.root}") for t in trees]
     for cls, p, _ in adds:
@@ -195,9 +195,9 @@ def open_sources(d: dict):
             raise DatasetError(f"--add {cls}={p}: not a folder")
         name = unique(folder, _source_name(folder, set(classes)))
         entries = sorted(folder.iterdir())
-        files = [f for f in entries if f.is_file() and not _is_junk(f) and f.suffix.lower() in IMAGE_EXTS]
+        files = [f for f in entries if f.is_file() and not is_junk(f) and f.suffix.lower() in IMAGE_EXTS]
         if not files:
-            subs = [f.name for f in entries if f.is_dir() and not _is_junk(f)]
+            subs = [f.name for f in entries if f.is_dir() and not is_junk(f)]
             hint = f" (it has sub-folders {', '.join(subs[:3])}: give the folder that holds the images)" if subs else ""
             raise DatasetError(f"--add {cls}={p}: no image files in this folder{hint}")
         out.ignored += [f"{name}: {f.name}" for f in entries if f not in files]

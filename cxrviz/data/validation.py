@@ -49,5 +49,7 @@ def subset(image_set, idx: list[int]):
 def split_validation(train_set, fraction: float, seed: int = 0):
     """(train part, validation part, how it was stratified) of a training ImageSet."""
     sources = getattr(train_set, "sources", None)
+    if sources is not None and len(set(sources)) < 2:
+        sources = None  # one source: stratifying by class and source is stratifying by class
     tr, va = split_indices(train_set.labels.tolist(), fraction, seed, sources)
     return subset(train_set, tr), subset(train_set, va), ("class+source" if sources is not None else "class")
