@@ -1,6 +1,6 @@
 """How long a training job will take, before it runs: a speed probe (real training steps of the architecture
-at a small size, timed in a background thread so a page never blocks), scaled by FLOPs to the chosen size,
-batch and dataset, and calibrated against measured runs (``python -m cxrviz bench --estimate`` prints the
+at the job's size up to 128 px, timed in a background thread so a page never blocks), scaled by FLOPs to the
+chosen size, batch and dataset, and calibrated against measured runs (``python -m cxrviz bench`` section e prints the
 estimate's error)."""
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from .models import get_spec, model_stats
 from .train import TrainConfig, loss_fn, make_optimizer, select_device
 
 LONG_RUN_S = 600.0  # warn above this (all jobs of a launch together)
-PROBE_MAX_SIZE = 64
-PROBE_BATCH = 4
+PROBE_MAX_SIZE = 128  # jobs up to 128 px are probed at their own size: scaling a 64 px probe by FLOPs
+PROBE_BATCH = 8  # misjudged AlexNet's FC layers 2x; batch 4 made big fully-connected layers look slow
 
 
 @dataclass(frozen=True)
@@ -164,12 +164,13 @@ def cached_speed(arch: str, device: str = "auto") -> Speed | None:
     return found[-1] if found else None
 
 
-# Measured job time / uncalibrated estimate. The probe times batches of 4 at <= 64 px; real batches of 32 at
-# 128 px use the cores better per image, so the uncalibrated estimate was about twice the real time: issue 12
-# measured ResNet-18, 128 px, 20 epochs on 2 CPU cores at 2.1 min for 251 training images, against an estimate
-# of 5 min 07 s for 300 (about 4 min 17 s for 251): 2.1 / 4.28 = 0.49. ``python -m cxrviz bench`` (section e)
-# prints the calibrated estimate's error on this machine; re-derive the factor from it.
-CALIBRATION = 0.49
+# Measured job time / uncalibrated estimate, from runs timed on this project's 2-core CPU with nothing else
+# running (2026-12-01; Kaggle set, 128 px, 15 % validation; benchmarks/results/cpu-2026-12-01/estimate.md):
+# ResNet-18 5 epochs 39.4 s vs 45.7 s raw (0.86), AlexNet 5 epochs 33.8 / 50.1 (0.67), GoogLeNet 2 epochs
+# 21.0 / 22.2 (0.95), VGG-19 1 epoch 90.6 / 93.4 (0.97); geometric mean 0.85. A probe batch of 8 still uses
+# the cores a little less well per image than the real batches of 32. ``python -m cxrviz bench`` (section e)
+# prints the calibrated estimate's error on the machine it runs on.
+CALIBRATION = 0.85
 MIN_PROBE_GFLOPS = 0.05  # probes of smaller models say little about the speed of others
 
 
@@ -240,13 +241,18 @@ def estimate_job(config: TrainConfig, n_train: int, n_test: int, *, probe: str =
         per_gflop, per_param = _fallback_rates(dev)
         fb_img = per_gflop * stats["gflops"]
         opt = per_param * stats["params"]
-    bs = max(2, min(c.batch_size, n_train))
-    steps = max(1, n_train // bs)
+    n_val = round(n_train * c.val_fraction)  # held out: scored every epoch; the test split once, at the end
+    n_fit = max(1, n_train - n_val)
+    bs = max(2, min(c.batch_size, n_fit))
+    steps = max(1, n_fit // bs)
     fwd_img = fb_img / 3  # a forward pass is about a third of forward + backward
-    bn = min(n_train, 512) * fwd_img if c.precise_bn and stats["has_bn"] else 0.0
-    epoch_s = CALIBRATION * (steps * (bs * fb_img + opt) + bn + n_test * fwd_img)
+    bn = min(n_fit, 512) * fwd_img if c.precise_bn and stats["has_bn"] else 0.0
+    per_epoch_eval = n_val if n_val else n_test
+    epoch_s = CALIBRATION * (steps * (bs * fb_img + opt) + bn + per_epoch_eval * fwd_img)
+    once_s = CALIBRATION * (n_test * fwd_img if n_val else 0.0)
     return Estimate(arch=spec.name, display=spec.display, seed=c.seed, img_size=c.img_size, epochs=c.epochs,
-                    batch_size=c.batch_size, device=dev, seconds=epoch_s * c.epochs + 1.0, epoch_seconds=epoch_s,
+                    batch_size=c.batch_size, device=dev, seconds=epoch_s * c.epochs + once_s + 1.0,
+                    epoch_seconds=epoch_s,
                     gflops=stats["gflops"], params=stats["params"], measured=speed is not None)
 
 
