@@ -109,7 +109,8 @@ def _configs(a, archs: list[str]):
                             batch_size=getattr(a, "batch_size", None), lr=getattr(a, "lr", None),
                             optimizer=getattr(a, "optimizer", None), augment=getattr(a, "augment", None),
                             precision=a.precision, val_fraction=a.val_fraction,
-                            select=a.select.replace("-", "_"), clahe=a.clahe, standardize=a.standardize)
+                            select=a.select.replace("-", "_"), clahe=a.clahe, standardize=a.standardize,
+                            lung_crop=a.lung_crop)
             out.append(c.resolved())  # validate every config before the first run starts
     return out
 
@@ -267,7 +268,7 @@ def cmd_evaluate(a) -> int:
     import torch
 
     from .data import load_split, open_dataset
-    from .metrics import evaluate_predictions
+    from .metrics import evaluate_predictions, per_source
     from .train import predict_probs
 
     if a.data is not None or a.all or len(a.runs) != 1:  # external validation (cli_external)
@@ -289,6 +290,8 @@ def cmd_evaluate(a) -> int:
     model, pre = load_model(run)
     probs = predict_probs(model, test.images, pre, torch.device("cpu"))
     ev = evaluate_predictions(test.labels.tolist(), probs.numpy(), src.classes)
+    if len(set(test.sources)) > 1:  # a multi-source dataset: each image's source, as the run stored it
+        ev["per_source"] = per_source(test.labels.tolist(), probs.argmax(1).tolist(), test.sources, src.classes)
     if a.format == "json":
         print(json.dumps(ev, indent=2))
         return 0
@@ -300,6 +303,9 @@ def cmd_evaluate(a) -> int:
     print("confusion (rows = true, cols = predicted):")
     for c, row in zip(src.classes, ev["confusion"]):
         print(f"  {c:<18} {row}")
+    for s, v in ev.get("per_source", {}).items():
+        print(f"  source {s}: {100 * v['accuracy']:.1f} % of {v['n']} "
+              f"({100 * v['ci_low']:.1f}–{100 * v['ci_high']:.1f}; classes {', '.join(v['classes'])})")
     if test.errors:
         print(f"skipped {len(test.errors)} unreadable files: " + "; ".join(test.errors[:5]))
     return 0
@@ -388,6 +394,8 @@ def _add_train_args(p: argparse.ArgumentParser, with_arch: bool) -> None:
                    help="training images held out (stratified, fixed split seed 0) for the per-epoch metrics; the "
                         "test split is scored once at the end (default 0.15; 0 = test every epoch, the old way)")
     p.add_argument("--clahe", action="store_true", help="adaptive histogram equalisation of every image")
+    p.add_argument("--lung-crop", action="store_true",
+                   help="crop every image to the lung fields (fixed template + margin) before the model sees it")
     p.add_argument("--standardize", action="store_true",
                    help="per-image intensity standardisation (zero mean, unit sd) instead of the set's mean/sd")
     p.add_argument("--select", choices=["final", "best-val"], default="final",

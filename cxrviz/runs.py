@@ -2,7 +2,7 @@
 
     checkpoints/<run-id>/run.json           config, dataset, evaluation, timings, environment, status
                         /history.json       per-epoch metrics and per-batch losses
-                        /predictions.json   per-image test probabilities (for paired tests, galleries)
+                        /predictions.json   per-image test probabilities and sources (paired tests, galleries)
                         /weights.safetensors
 
 A run is written into a hidden temp folder and renamed into place, so a half-written run is never
@@ -289,7 +289,8 @@ def load_model(run: Run, device: str | torch.device = "cpu"):
     model.eval().to(device)
     n = run.meta.get("norm", {})
     return model, Preprocess(n.get("mean", 0.5), n.get("std", 0.25), n.get("in_channels", c.get("in_channels", 1)),
-                             standardize=bool(n.get("standardize")), clahe=bool(n.get("clahe")))
+                             standardize=bool(n.get("standardize")), clahe=bool(n.get("clahe")),
+                             lung_crop=bool(n.get("lung_crop")))
 
 
 # ------------------------------------------------------------------ records stored with a run

@@ -60,3 +60,52 @@ def test_options_are_recorded_used_in_training_and_reapplied_at_prediction(tmp_p
     assert pre.clahe and pre.standardize
     x = raw.images[:4]
     assert torch.allclose(pre(x), Preprocess(0, 1, 1, standardize=True)(clahe_uint8(x)))
+
+
+def test_lung_crop_keeps_the_lung_fields_and_cuts_the_border():
+    from cxrviz.data.preprocess import cropped_template, lung_crop, lung_crop_box
+    from cxrviz.lungs import lung_mask
+
+    s = 64
+    x0, y0, x1, y1 = lung_crop_box(s)
+    assert 0 < x0 and x1 < s and 0 < y0 and y1 < s  # a real crop ...
+    ys, xs = lung_mask(s).nonzero()
+    assert x0 <= xs.min() and xs.max() < x1 and y0 <= ys.min() and ys.max() < y1  # ... around the whole template
+    img = torch.full((1, 1, s, s), 100, dtype=torch.uint8)
+    img[..., :, :x0] = 255  # a bright border (a marker, a label) outside the box
+    out = lung_crop(img)
+    assert out.shape == img.shape and out.dtype == torch.uint8 and int(out.max()) == 100
+    # the template moved into the cropped frame covers more of it than the template covers of the full frame
+    assert lung_mask(s, cropped_template(s)).mean() > lung_mask(s).mean()
+
+
+def test_lung_crop_is_recorded_used_in_training_and_applied_at_prediction(synthetic_folder, tmp_path):
+    import numpy as np
+
+    from cxrviz.data.dataset import load_split, open_dataset
+    from cxrviz.data.preprocess import lung_crop
+    from cxrviz.predict import ImageInput, predict_runs
+
+    cfg = TrainConfig(arch="lenet5", data=str(synthetic_folder), img_size=32, epochs=1, seed=0, lung_crop=True,
+                      precision="fp32", val_fraction=0)
+    s = TrainSession(cfg)
+    s.setup()
+    raw = load_split(open_dataset(str(synthetic_folder)), "test", 32)
+    assert torch.equal(s.test_set.images, lung_crop(raw.images))  # the model trains and is tested on the crop
+    r = train(cfg)
+    assert r.config["lung_crop"] and r.norm["lung_crop"]
+    save_run(r, root=tmp_path)
+    run = list_runs(tmp_path)[0][0]
+    model, pre = load_model(run)
+    assert pre.lung_crop
+    x = raw.images[:4]
+    assert torch.allclose(pre(x), Preprocess(r.norm["mean"], r.norm["std"], 1)(lung_crop(x)))
+    stored = np.asarray(run.predictions["probs"])
+    with torch.no_grad():  # the evaluation path (the test split through the loaded run) ...
+        again = torch.softmax(model(pre(raw.images)), 1).numpy()
+    np.testing.assert_allclose(again, stored, atol=1e-4)
+    for i in (0, 5, len(stored) - 1):  # ... and the prediction path (one image file, as the app and CLI read it)
+        preds, errors = predict_runs(ImageInput(path=synthetic_folder / run.predictions["paths"][i]), [run])
+        assert not errors
+        np.testing.assert_allclose(preds[0].probs, stored[i], atol=1e-4)
+    assert not torch.allclose(Preprocess(r.norm["mean"], r.norm["std"], 1)(x), pre(x))  # without it: no crop
