@@ -240,6 +240,13 @@ def cmd_reproduce(a) -> int:
     from .format import fmt_pct
     from .report import DECK
 
+    if a.external is not None:  # the generalisation experiment: single-source vs mixed, internal vs external
+        from .cli_external import cmd_generalise
+
+        return cmd_generalise(a)
+    if a.archs or a.map or a.format != "table":
+        raise CLIError("--archs, --map and --format go with --external FOLDER (the generalisation experiment)")
+
     configs = _configs(a, SEED_MODELS)
     runs = []
     for c in configs:
@@ -429,8 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "ADDRESS on a local Ray cluster started for this sweep")
     p.add_argument("--cpus-per-run", type=_pos_int, default=1, help="CPUs a run asks for on a cluster without GPUs")
     p.set_defaults(func=cmd_sweep)
-    p = sub.add_parser("reproduce", help="train the deck's four models and print the deck-style table")
+    p = sub.add_parser("reproduce", help="train the deck's four models and print the deck-style table; with "
+                                         "--external, the generalisation experiment (single-source vs --add mixed)")
     _add_train_args(p, False)
+    from .cli_external import add_generalise_args
+
+    add_generalise_args(p)
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("evaluate", help="evaluate a stored run on its test split, or runs on an external folder")
     p.add_argument("runs", nargs="*", metavar="RUN")
@@ -480,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
 
             # repeated --data and --add: one serialisable dataset spec (what TrainConfig.data stores), checked
             # before anything runs; its warnings (a class from one source only) are printed once
+            args.data_folders = args.data  # the folders alone (reproduce --external: the single-source arm)
             args.data = dataset_spec(args.data, args.add, args.add_test_fraction)
             for w in open_dataset(args.data).warnings:
                 print(f"warning: {w}", file=sys.stderr)
