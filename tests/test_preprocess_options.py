@@ -109,3 +109,22 @@ def test_lung_crop_is_recorded_used_in_training_and_applied_at_prediction(synthe
         assert not errors
         np.testing.assert_allclose(preds[0].probs, stored[i], atol=1e-4)
     assert not torch.allclose(Preprocess(r.norm["mean"], r.norm["std"], 1)(x), pre(x))  # without it: no crop
+
+
+def test_a_lung_crop_runs_probes_and_grad_cam_are_in_the_cropped_frame(tmp_path):
+    """Its Grad-CAMs cover the crop it saw: the probe measures them against the template moved into that frame,
+    and the explanation is drawn on the same crop of the image."""
+    from cxrviz.data.dataset import load_split, synthetic_source
+    from cxrviz.data.preprocess import cropped_template, lung_crop_view
+    from cxrviz.explain import display_image, explain_runs
+    from cxrviz.lungs import lung_mask
+    from cxrviz.probes import probe_run
+
+    save_run(train(TrainConfig(arch="lenet5", img_size=32, epochs=1, lung_crop=True, precision="fp32")), root=tmp_path)
+    run = list_runs(tmp_path)[0][0]
+    rec = probe_run(run, store=False)
+    assert rec["cam"]["area_share"] == float(lung_mask(32, cropped_template(32)).mean())
+    assert rec["cam"]["area_share"] > float(lung_mask(32).mean())
+    gray = load_split(synthetic_source(), "test", 96).images[0, 0].numpy()
+    ex, = explain_runs(gray, [run])
+    assert ex.ok and ex.overlay.shape[:2] == lung_crop_view(display_image(gray)).shape
