@@ -128,3 +128,32 @@ def test_a_lung_crop_runs_probes_and_grad_cam_are_in_the_cropped_frame(tmp_path)
     gray = load_split(synthetic_source(), "test", 96).images[0, 0].numpy()
     ex, = explain_runs(gray, [run])
     assert ex.ok and ex.overlay.shape[:2] == lung_crop_view(display_image(gray)).shape
+
+
+def test_train_page_lung_crop_option_reaches_the_job(ckpt_root):
+    """The Train page's Preprocessing choice "lung crop" launches a job whose config has lung_crop set."""
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import tiny_train_settings
+    from pages.common import job_registry
+
+    reg = job_registry()
+    reg.stop_all(keep=False)
+    assert reg.wait(60)
+    reg.clear_finished()
+    try:
+        at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+        at.run()
+        at.switch_page("pages/train.py").run()
+        assert "lung crop" in at.multiselect(key="t_preprocess").options
+        at.multiselect(key="t_preprocess").set_value(["lung_crop"])
+        tiny_train_settings(at).button(key="t_launch").click().run()
+        assert not at.exception
+        snap, = reg.snapshots()
+        assert snap.config["lung_crop"] and not snap.config["clahe"]
+    finally:
+        reg.stop_all(keep=False)
+        reg.wait(60)
+        reg.clear_finished()
