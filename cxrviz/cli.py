@@ -1,6 +1,6 @@
 """``python -m cxrviz <command>``: the engine, headless. Thin over the library; errors are one line.
 
-It is one module (about 490 lines) because it is the one command-line surface: each command is a short
+It is one module (about 510 lines) because it is the one command-line surface: each command is a short
 handler next to the others, and ``build_parser`` and ``main`` (the dispatch and the one-line error handling)
 must know them all. The external-data commands already live in :mod:`cxrviz.cli_external`.
 """

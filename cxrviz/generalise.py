@@ -8,7 +8,8 @@ an external folder (:mod:`cxrviz.external`), and probed for shortcuts there (:mo
   extra test images (its share of the added folders) do not enter it.
 * **Reuse**: a stored, finished run whose configuration is identical (every :class:`~cxrviz.train.TrainConfig`
   setting but the device, the same dataset folders, and the same per-class counts and source fingerprints) is
-  used instead of training again; the table says which rows were reused.
+  used instead of training again; the table says which rows were reused. A multi-source run stored before
+  predictions kept their sources is not reused (its internal accuracy could not be restricted to ``--data``).
 * **Overlap**: an external image that is byte-identical (content hash) to a file of a training source, or that
   lies inside a training source's folder, means a source seen in training; the table says so under it, with
   the classes and counts, because such a source makes an external number optimistic.
@@ -106,6 +107,8 @@ def find_reusable(config, source, runs) -> object | None:
                     and _dataset_key(r.meta.get("dataset", {})) == ds_key)
         except (CxrvizError, TypeError, ValueError):
             continue
+        if same and len(source.sources) > 1 and "sources" not in r.predictions:
+            continue  # stored before predictions kept their sources: its internal accuracy could not be split
         if same and (best is None or r.meta.get("created", "") > best.meta.get("created", "")):
             best = r
     return best

@@ -6,7 +6,7 @@ the final or the best-on-validation weights: ``select``) and returns a :class:`T
 :mod:`cxrviz.runs` stores. Progress goes to the callback as :class:`Progress` events; ``stop`` (a
 ``threading.Event``) ends the run within a second, even in the middle of a long batch.
 
-It is one module (about 630 lines) because it is one concept, a training run: a new setting touches
+It is one module (about 640 lines) because it is one concept, a training run: a new setting touches
 :class:`TrainConfig`, its validation, the steps of :class:`TrainSession` and the stored :class:`TrainResult`
 together, and the helpers here (``predict_probs``, ``recalibrate_bn``, ``measure_latency``) are the session's
 own evaluation steps (``predict_probs`` is reused by the CLI, the probes and external scoring, so all score

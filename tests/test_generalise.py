@@ -72,8 +72,13 @@ def test_experiment_trains_both_arms_scores_them_and_reuses_stored_runs(folders,
         assert r["balanced acc"] == pytest.approx(100 * ext["balanced_accuracy"])
     mixed = by_id[rows[MIXED]["run"]]
     assert len(mixed.predictions["sources"]) > 24  # the mixed run's test split also holds the extra source's share
-    rc, out, _ = _run([*args, "--format", "csv"], capsys)
+    # a mixed run stored without per-image sources cannot give the Kaggle-only accuracy: trained again instead
+    f = mixed.path / "predictions.json"
+    f.write_text(json.dumps({k: v for k, v in json.loads(f.read_text()).items() if k != "sources"}))
+    rc, out, err = _run([*args, "--format", "csv"], capsys)
     assert rc == 0 and out.splitlines()[0].startswith("model,training data,")
+    assert err.count("training ...") == 1 and "mixed data" in err.split("training ...")[0].splitlines()[-1]
+    assert len(list_runs(ckpt_root)[0]) == 3
 
 
 def test_no_warning_when_the_external_sources_are_unseen(folders, ckpt_root, capsys):
@@ -98,6 +103,8 @@ def test_an_external_folder_inside_a_training_source_is_flagged(folders, ckpt_ro
     (["--external", "/nonexistent/folder"], "external folder not found"),
     (["--add", "Pneumothorax={extra}", "--external", "{seen}"], "Pneumothorax"),
     (["--external", "{seen}", "--archs", "nosuchnet"], "unknown architecture"),
+    (["--format", "json"], "go with --external FOLDER"),
+    (["--external", "{seen}", "--map", "Covid=Pneumothorax"], "Pneumothorax"),
 ])
 def test_bad_input_is_one_line(folders, ckpt_root, capsys, extra, expect):
     args = ["reproduce", "--data", folders["kaggle"], *[a.format(**folders) for a in extra]]
