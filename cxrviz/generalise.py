@@ -156,10 +156,11 @@ def overlap_lines(rows: list[dict]) -> list[str]:
         return []
     parts = []
     for r in rows:
-        how = " and ".join(x for x in (f"{r['identical']} identical to a file of" if r["identical"] else "",
-                                       f"{r['in_folder']} inside the folder of" if r["in_folder"] else "") if x)
-        whose = "every run" if r["arms"] == "both" else "the mixed runs"
-        parts.append(f"external {r['class']}: {how} training source {r['source']} ({whose})")
+        how = ", ".join(x for x in (f"{r['identical']} byte-identical to its files" if r["identical"] else "",
+                                    f"{r['in_folder']} inside its folder" if r["in_folder"] else "") if x)
+        whose = "trained on by every run" if r["arms"] == "both" else "trained on by the mixed runs"
+        parts.append(f"external {r['class']}: {max(r['identical'], r['in_folder'])} image(s) from training source "
+                     f"{r['source']} ({how}; {whose})")
     return [f"warning: {OPTIMISTIC}: " + "; ".join(parts)]
 
 
@@ -233,6 +234,21 @@ def table_rows(result: dict) -> list[dict]:
     return rows
 
 
+def settings_line(plan: Plan) -> str:
+    """The recipe settings every run shares (the architecture's recipe fills the rest)."""
+    c = plan.configs[0][1]
+    prep = [n for n, on in (("lung crop", c.lung_crop), ("CLAHE", c.clahe), ("per-image standardisation",
+                                                                             c.standardize)) if on]
+    seeds = sorted({cfg.seed for _, cfg in plan.configs})
+
+    def one(name: str, unit: str) -> str:
+        vals = sorted({getattr(cfg, name) for _, cfg in plan.configs})
+        return f"{vals[0]} {unit}" if len(vals) == 1 else f"{unit} per recipe"
+
+    return (f"settings: {one('img_size', 'px')}, {one('epochs', 'epochs')}, seed(s) {', '.join(map(str, seeds))}, "
+            f"validation fraction {c.val_fraction}, preprocessing: {', '.join(prep) or 'none'}")
+
+
 def notes(plan: Plan, result: dict) -> list[str]:
     """The lines under the table: what each number is measured on, and the overlap warning."""
     es = result["entries"]
@@ -241,6 +257,7 @@ def notes(plan: Plan, result: dict) -> list[str]:
     out = [f"internal = test split of {', '.join(plan.internal_sources)} only ({n_int} images, the same for both "
            f"training sets); external = {plan.external} ({n_ext} images). Intervals: Wilson 95 % (accuracy), "
            "Jeffreys (balanced accuracy). probe: accuracy with the lungs hidden, on the external images.",
+           settings_line(plan),
            *overlap_lines(result["overlap"])]
     reused = [e["run"].id for e in es if e["reused"]]
     if reused:
