@@ -157,3 +157,11 @@ def test_train_page_lung_crop_option_reaches_the_job(ckpt_root):
         reg.stop_all(keep=False)
         reg.wait(60)
         reg.clear_finished()
+
+
+def test_cli_lung_crop_flag_is_recorded(ckpt_root, capsys):
+    from cxrviz.cli import main
+
+    assert main(["train", "--arch", "lenet5", "--img-size", "32", "--epochs", "1", "--quiet", "--lung-crop"]) == 0
+    run, = list_runs(ckpt_root)[0]
+    assert run.config["lung_crop"] and run.meta["norm"]["lung_crop"] and not run.config["clahe"]
