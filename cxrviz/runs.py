@@ -31,6 +31,7 @@ from .models.registry import UnknownArchitecture
 FORMAT_VERSION = 1
 CHECKPOINTS_ENV = "CXRVIZ_CHECKPOINTS"
 REQUIRED = ("run.json", "history.json", "predictions.json")
+PREPROCESSING_FLAGS = ("clahe", "standardize", "lung_crop")  # TrainConfig options added later, default off
 
 
 class RunError(CxrvizError):
@@ -91,6 +92,9 @@ class Run:
     def group_key(self) -> str:
         """Runs that differ only in seed share this key (a seed group)."""
         c = {k: v for k, v in self.config.items() if k not in ("seed", "device")}
+        for k in PREPROCESSING_FLAGS:  # off is off, whether stored as false or (older runs) not at all
+            if not c.get(k):
+                c.pop(k, None)
         c["dataset"] = self.meta["dataset"].get("root") or "synthetic"
         return json.dumps(c, sort_keys=True)
 

@@ -165,3 +165,17 @@ def test_cli_lung_crop_flag_is_recorded(ckpt_root, capsys):
     assert main(["train", "--arch", "lenet5", "--img-size", "32", "--epochs", "1", "--quiet", "--lung-crop"]) == 0
     run, = list_runs(ckpt_root)[0]
     assert run.config["lung_crop"] and run.meta["norm"]["lung_crop"] and not run.config["clahe"]
+
+
+def test_a_run_stored_before_the_preprocessing_options_shares_its_seed_group(tmp_path):
+    from cxrviz.runs import Run
+
+    cfg = TrainConfig(arch="lenet5").resolved().to_dict()
+    old = {k: v for k, v in cfg.items() if k not in ("clahe", "standardize", "lung_crop")}
+    meta = {"dataset": {"root": None}}
+
+    def run(c, seed):
+        return Run(f"r{seed}", tmp_path, {**meta, "config": {**c, "seed": seed}})
+
+    assert run(cfg, 0).group_key == run(old, 1).group_key
+    assert run({**cfg, "lung_crop": True}, 2).group_key != run(old, 1).group_key
