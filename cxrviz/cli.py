@@ -1,6 +1,6 @@
 """``python -m cxrviz <command>``: the engine, headless. Thin over the library; errors are one line.
 
-It is one module (about 490 lines) because it is the one command-line surface: each command is a short
+It is one module (about 510 lines) because it is the one command-line surface: each command is a short
 handler next to the others, and ``build_parser`` and ``main`` (the dispatch and the one-line error handling)
 must know them all. The external-data commands already live in :mod:`cxrviz.cli_external`.
 """
@@ -109,7 +109,8 @@ def _configs(a, archs: list[str]):
                             batch_size=getattr(a, "batch_size", None), lr=getattr(a, "lr", None),
                             optimizer=getattr(a, "optimizer", None), augment=getattr(a, "augment", None),
                             precision=a.precision, val_fraction=a.val_fraction,
-                            select=a.select.replace("-", "_"), clahe=a.clahe, standardize=a.standardize)
+                            select=a.select.replace("-", "_"), clahe=a.clahe, standardize=a.standardize,
+                            lung_crop=a.lung_crop)
             out.append(c.resolved())  # validate every config before the first run starts
     return out
 
@@ -239,6 +240,13 @@ def cmd_reproduce(a) -> int:
     from .format import fmt_pct
     from .report import DECK
 
+    if a.external is not None:  # the generalisation experiment: single-source vs mixed, internal vs external
+        from .cli_external import cmd_generalise
+
+        return cmd_generalise(a)
+    if a.archs or a.map or a.format != "table":
+        raise CLIError("--archs, --map and --format go with --external FOLDER (the generalisation experiment)")
+
     configs = _configs(a, SEED_MODELS)
     runs = []
     for c in configs:
@@ -267,7 +275,7 @@ def cmd_evaluate(a) -> int:
     import torch
 
     from .data import load_split, open_dataset
-    from .metrics import evaluate_predictions
+    from .metrics import evaluate_predictions, per_source
     from .train import predict_probs
 
     if a.data is not None or a.all or len(a.runs) != 1:  # external validation (cli_external)
@@ -289,6 +297,8 @@ def cmd_evaluate(a) -> int:
     model, pre = load_model(run)
     probs = predict_probs(model, test.images, pre, torch.device("cpu"))
     ev = evaluate_predictions(test.labels.tolist(), probs.numpy(), src.classes)
+    if len(set(test.sources)) > 1:  # a multi-source dataset: each image's source, as the run stored it
+        ev["per_source"] = per_source(test.labels.tolist(), probs.argmax(1).tolist(), test.sources, src.classes)
     if a.format == "json":
         print(json.dumps(ev, indent=2))
         return 0
@@ -300,6 +310,9 @@ def cmd_evaluate(a) -> int:
     print("confusion (rows = true, cols = predicted):")
     for c, row in zip(src.classes, ev["confusion"]):
         print(f"  {c:<18} {row}")
+    for s, v in ev.get("per_source", {}).items():
+        print(f"  source {s}: {100 * v['accuracy']:.1f} % of {v['n']} "
+              f"({100 * v['ci_low']:.1f}–{100 * v['ci_high']:.1f}; classes {', '.join(v['classes'])})")
     if test.errors:
         print(f"skipped {len(test.errors)} unreadable files: " + "; ".join(test.errors[:5]))
     return 0
@@ -388,6 +401,8 @@ def _add_train_args(p: argparse.ArgumentParser, with_arch: bool) -> None:
                    help="training images held out (stratified, fixed split seed 0) for the per-epoch metrics; the "
                         "test split is scored once at the end (default 0.15; 0 = test every epoch, the old way)")
     p.add_argument("--clahe", action="store_true", help="adaptive histogram equalisation of every image")
+    p.add_argument("--lung-crop", action="store_true",
+                   help="crop every image to the lung fields (fixed template + margin) before the model sees it")
     p.add_argument("--standardize", action="store_true",
                    help="per-image intensity standardisation (zero mean, unit sd) instead of the set's mean/sd")
     p.add_argument("--select", choices=["final", "best-val"], default="final",
@@ -421,8 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "ADDRESS on a local Ray cluster started for this sweep")
     p.add_argument("--cpus-per-run", type=_pos_int, default=1, help="CPUs a run asks for on a cluster without GPUs")
     p.set_defaults(func=cmd_sweep)
-    p = sub.add_parser("reproduce", help="train the deck's four models and print the deck-style table")
+    p = sub.add_parser("reproduce", help="train the deck's four models and print the deck-style table; with "
+                                         "--external, the generalisation experiment (single-source vs --add mixed)")
     _add_train_args(p, False)
+    from .cli_external import add_generalise_args
+
+    add_generalise_args(p)
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("evaluate", help="evaluate a stored run on its test split, or runs on an external folder")
     p.add_argument("runs", nargs="*", metavar="RUN")
@@ -472,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
 
             # repeated --data and --add: one serialisable dataset spec (what TrainConfig.data stores), checked
             # before anything runs; its warnings (a class from one source only) are printed once
+            args.data_folders = args.data  # the folders alone (reproduce --external: the single-source arm)
             args.data = dataset_spec(args.data, args.add, args.add_test_fraction)
             for w in open_dataset(args.data).warnings:
                 print(f"warning: {w}", file=sys.stderr)

@@ -152,6 +152,52 @@ def cmd_lungs(a) -> int:
     return 0
 
 
+def cmd_generalise(a) -> int:
+    """``reproduce --data KAGGLE --add Normal=OTHER --external FOLDER``: see :mod:`cxrviz.generalise`."""
+    from .cli import train_one
+    from .generalise import make_plan, notes, overlap_lines, run_experiment, table_rows
+    from .models import SEED_MODELS
+    from .predict import ModelCache
+
+    settings = {"img_size": a.img_size, "epochs": a.epochs, "device": a.device, "precision": a.precision,
+                "val_fraction": a.val_fraction, "select": a.select.replace("-", "_"), "clahe": a.clahe,
+                "standardize": a.standardize, "lung_crop": a.lung_crop}
+    data = getattr(a, "data_folders", None) or ([a.data] if isinstance(a.data, str) else a.data)
+    plan = make_plan(data, a.add, a.external, a.archs or list(SEED_MODELS), a.seeds, settings,
+                     add_test_fraction=a.add_test_fraction, mapping=a.map)
+
+    def log(line: str) -> None:  # progress on stderr: stdout is the table (or JSON / CSV)
+        print(line, file=sys.stderr, flush=True)
+
+    result = run_experiment(plan, lambda c: train_one(c, quiet=a.quiet), log=log, model_loader=ModelCache().get)
+    rows = table_rows(result)
+    if a.format == "json":
+        print(json.dumps({"rows": rows, "notes": notes(plan, result), "overlap": result["overlap"]}, indent=2,
+                         default=str))
+        return 0
+    _print(rows, a.format)
+    if a.format == "table":
+        print()
+        for line in notes(plan, result):
+            print(line)
+    else:
+        for line in overlap_lines(result["overlap"]):
+            print(line, file=sys.stderr)
+    return 0
+
+
+def add_generalise_args(p) -> None:
+    """``reproduce``'s options for the generalisation experiment."""
+    p.add_argument("--external", default=None, metavar="FOLDER",
+                   help="the generalisation experiment: train on the --data folders alone and with the --add folders, "
+                        "score every run on this external folder (class folders) and probe it there")
+    p.add_argument("--archs", nargs="+", default=None, metavar="A", help="with --external: these models instead of "
+                                                                           "the deck's four")
+    p.add_argument("--map", default=None, help='with --external: external class names -> classes, e.g. '
+                                               '"COVID-19=Covid"')
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table")
+
+
 def add_parsers(sub, evaluate_parser) -> None:
     """Extend ``evaluate`` (RUN... --data --map --all) and add ``probe`` and ``lungs``."""
     p = evaluate_parser

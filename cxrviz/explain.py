@@ -35,6 +35,7 @@ from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, Score
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from .data.preprocess import lung_crop_view
 from .errors import CxrvizError, message
 from .models import get_spec
 from .models.registry import ModelSpec
@@ -263,7 +264,8 @@ def explain_runs(image, runs: list[Run], model_loader=None, method: str = "GradC
             ex.cam = cam
             if method not in CLASS_AGNOSTIC:
                 ex.target = target if target is not None else ex.prediction.predicted
-            ex.overlay = overlay(shown, cam, alpha)
+            # a lung-crop run's CAM covers the crop it saw: drawn on the same crop of the image
+            ex.overlay = overlay(lung_crop_view(shown) if getattr(pre, "lung_crop", False) else shown, cam, alpha)
         except (ExplainError, RunError, ValueError, RuntimeError) as e:
             ex.error = f"{r.label}: {message(e)}" if not str(e).startswith(r.label) else message(e)
     return out

@@ -30,7 +30,7 @@ from .calibration import calibration
 from .data import DatasetSource, ImageCache, default_cache, load_split
 from .data.dataset import IMAGE_EXTS, TEST_SPLIT_NAMES
 from .errors import CxrvizError
-from .metrics import roc_auc_ovr, wilson_interval
+from .metrics import per_source, roc_auc_ovr, wilson_interval
 from .runs import Run, load_model
 
 UNNAMED = "unnamed"
@@ -246,15 +246,7 @@ def summarize(labels, probs: np.ndarray, classes: list[str], sources: list[str] 
         "calibration": calibration(p, y),
     }
     if sources:
-        per = {}
-        srcs = np.asarray(sources)
-        for s in sorted(set(sources)):
-            m = srcs == s
-            k, m_n = int((pred[m] == y[m]).sum()), int(m.sum())
-            slo, shi = wilson_interval(k, m_n)
-            per[s] = {"n": m_n, "correct": k, "accuracy": k / m_n, "ci_low": slo, "ci_high": shi,
-                      "classes": sorted({classes[c] for c in y[m].tolist()})}
-        out["per_source"] = per
+        out["per_source"] = per_source(y, pred, sources, classes)
     return out
 
 

@@ -42,6 +42,21 @@ def evaluate_predictions(labels: Sequence[int], probs: np.ndarray, classes: Sequ
     return out
 
 
+def per_source(labels: Sequence[int], pred: Sequence[int], sources: Sequence[str],
+               classes: Sequence[str]) -> dict[str, dict]:
+    """Accuracy (Wilson interval) of the images of each source: {source: {n, correct, accuracy, ci_low,
+    ci_high, classes}} (``sources``: the source name of every image, as stored with a run's predictions)."""
+    y, pr, srcs = np.asarray(labels, dtype=np.int64), np.asarray(pred, dtype=np.int64), np.asarray(sources)
+    out = {}
+    for s in sorted(set(srcs.tolist())):
+        m = srcs == s
+        k, n = int((pr[m] == y[m]).sum()), int(m.sum())
+        lo, hi = wilson_interval(k, n)
+        out[s] = {"n": n, "correct": k, "accuracy": k / n, "ci_low": lo, "ci_high": hi,
+                  "classes": sorted({classes[c] for c in y[m].tolist()})}
+    return out
+
+
 def roc_auc_ovr(y: np.ndarray, p: np.ndarray, classes: Sequence[str]) -> dict:
     """One-vs-rest ROC-AUC per class and macro; NaN where a class is absent from the labels."""
     res: dict = {}

@@ -18,6 +18,12 @@ normals) the majority baseline is high, so the flag is also raised when the lung
 Grad-CAM energy: the share of each image's CAM mass (the map of the predicted class, at the model's input
 size) that falls inside the template, averaged per true class. The template covers ``area_share`` of the
 image, so a model that looks everywhere equally scores about that.
+
+A run trained with ``lung_crop`` (cxrviz/data/preprocess.py) is probed the same way: the lungs are hidden (or
+kept) in the image's own frame, before the run's preprocessing crops it, so the crop keeps the hidden region
+where it is; its Grad-CAMs are in the cropped frame and are measured against the template moved into that
+frame (``cropped_template``). Most of the border is cropped away before such a model sees it, so "lungs
+hidden" leaves it little besides the margin around the lung fields.
 """
 from __future__ import annotations
 
@@ -109,6 +115,10 @@ def cam_energy(run: Run, model, pre, images: torch.Tensor, labels: np.ndarray, m
     from .models import get_spec
 
     cams = batch_cams(model, get_spec(run.arch), pre(images), progress=progress).astype(np.float64)
+    if getattr(pre, "lung_crop", False):  # the model saw the lung crop: its CAMs are in that frame, so is the mask
+        from .data.preprocess import cropped_template
+
+        mask = lung_mask(int(images.shape[-1]), cropped_template(int(images.shape[-1])))
     m = mask.astype(np.float64)
     if cams.shape[1:] != m.shape:
         cams = np.asarray(torch.nn.functional.interpolate(torch.from_numpy(cams)[:, None], size=m.shape,

@@ -2,7 +2,7 @@
 
     checkpoints/<run-id>/run.json           config, dataset, evaluation, timings, environment, status
                         /history.json       per-epoch metrics and per-batch losses
-                        /predictions.json   per-image test probabilities (for paired tests, galleries)
+                        /predictions.json   per-image test probabilities and sources (paired tests, galleries)
                         /weights.safetensors
 
 A run is written into a hidden temp folder and renamed into place, so a half-written run is never
@@ -31,6 +31,7 @@ from .models.registry import UnknownArchitecture
 FORMAT_VERSION = 1
 CHECKPOINTS_ENV = "CXRVIZ_CHECKPOINTS"
 REQUIRED = ("run.json", "history.json", "predictions.json")
+PREPROCESSING_FLAGS = ("clahe", "standardize", "lung_crop")  # TrainConfig options added later, default off
 
 
 class RunError(CxrvizError):
@@ -91,6 +92,9 @@ class Run:
     def group_key(self) -> str:
         """Runs that differ only in seed share this key (a seed group)."""
         c = {k: v for k, v in self.config.items() if k not in ("seed", "device")}
+        for k in PREPROCESSING_FLAGS:  # off is off, whether stored as false or (older runs) not at all
+            if not c.get(k):
+                c.pop(k, None)
         c["dataset"] = self.meta["dataset"].get("root") or "synthetic"
         return json.dumps(c, sort_keys=True)
 
@@ -289,7 +293,8 @@ def load_model(run: Run, device: str | torch.device = "cpu"):
     model.eval().to(device)
     n = run.meta.get("norm", {})
     return model, Preprocess(n.get("mean", 0.5), n.get("std", 0.25), n.get("in_channels", c.get("in_channels", 1)),
-                             standardize=bool(n.get("standardize")), clahe=bool(n.get("clahe")))
+                             standardize=bool(n.get("standardize")), clahe=bool(n.get("clahe")),
+                             lung_crop=bool(n.get("lung_crop")))
 
 
 # ------------------------------------------------------------------ records stored with a run

@@ -6,7 +6,7 @@ the final or the best-on-validation weights: ``select``) and returns a :class:`T
 :mod:`cxrviz.runs` stores. Progress goes to the callback as :class:`Progress` events; ``stop`` (a
 ``threading.Event``) ends the run within a second, even in the middle of a long batch.
 
-It is one module (about 630 lines) because it is one concept, a training run: a new setting touches
+It is one module (about 640 lines) because it is one concept, a training run: a new setting touches
 :class:`TrainConfig`, its validation, the steps of :class:`TrainSession` and the stored :class:`TrainResult`
 together, and the helpers here (``predict_probs``, ``recalibrate_bn``, ``measure_latency``) are the session's
 own evaluation steps (``predict_probs`` is reused by the CLI, the probes and external scoring, so all score
@@ -30,10 +30,10 @@ from torch import nn
 
 from .data.augment import AUGMENT_LEVELS, augment_batch
 from .data.dataset import DatasetSource, load_split, open_dataset
-from .data.preprocess import clahe_uint8, standardize_per_image
+from .data.preprocess import clahe_uint8, lung_crop, standardize_per_image
 from .data.validation import split_validation
 from .errors import CxrvizError
-from .metrics import evaluate_predictions
+from .metrics import evaluate_predictions, per_source
 from .models import get_spec
 from .precision import FP32, PRECISIONS, Precision, autocast, to_memory_format
 from .precision import choose as choose_precision
@@ -79,6 +79,7 @@ class TrainConfig:
     select: str = "final"  # final | best_val: the weights scored once on the test split at the end
     clahe: bool = False  # adaptive histogram equalisation of every image (cxrviz/data/preprocess.py)
     standardize: bool = False  # per-image intensity standardisation instead of the training set's mean/std
+    lung_crop: bool = False  # crop to the lung-field template's box (+ margin), resized back (data/preprocess.py)
 
     def resolved(self) -> "TrainConfig":
         """Fill unset values from the architecture's recipe and validate everything."""
@@ -154,7 +155,7 @@ class TrainResult:
     history: list[dict]
     batch_losses: list[float]
     evaluation: dict | None
-    predictions: dict | None  # {"paths", "labels", "probs"} on the test split, from the last full epoch
+    predictions: dict | None  # {"paths", "labels", "sources", "probs"} on the test split (each image's source)
     timings: dict
     environment: dict
     dataset: dict
@@ -253,16 +254,19 @@ def loss_fn(out, y: torch.Tensor, c: TrainConfig) -> tuple[torch.Tensor, torch.T
 class Preprocess:
     """uint8 [B,1,S,S] -> normalised float input in the model's channel count (also used at predict time).
 
-    ``clahe`` equalises uint8 input first (a run trained with CLAHE stores it, so predictions match: the
-    trainer equalises its cached tensors once instead); ``standardize`` gives each image zero mean and unit
+    ``lung_crop`` crops uint8 input to the lung fields first and ``clahe`` equalises it (a run trained with
+    them stores them, so predictions match: the trainer applies them to its cached tensors once instead, in
+    the same order); ``standardize`` gives each image zero mean and unit
     standard deviation instead of the training set's ``mean``/``std`` (cxrviz/data/preprocess.py)."""
 
     def __init__(self, mean: float, std: float, in_channels: int, standardize: bool = False,
-                 clahe: bool = False) -> None:
+                 clahe: bool = False, lung_crop: bool = False) -> None:
         self.mean, self.std, self.in_channels = mean, std, in_channels
-        self.standardize, self.clahe = standardize, clahe
+        self.standardize, self.clahe, self.lung_crop = standardize, clahe, lung_crop
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.lung_crop and x.dtype == torch.uint8:
+            x = lung_crop(x)
         if self.clahe and x.dtype == torch.uint8:
             x = clahe_uint8(x)
         x = x.float() / 255 if x.dtype == torch.uint8 else x
@@ -399,6 +403,9 @@ class TrainSession:
 
         self.train_set = load_split(self.src, "train", c.img_size, progress=data_progress)
         self.test_set = load_split(self.src, "test", c.img_size, progress=data_progress)
+        if c.lung_crop:  # on the cached uint8 tensors, once, before CLAHE (as Preprocess does at prediction)
+            self.train_set = replace(self.train_set, images=lung_crop(self.train_set.images))
+            self.test_set = replace(self.test_set, images=lung_crop(self.test_set.images))
         if c.clahe:  # on the cached uint8 tensors, once (new ImageSets: the loaded ones are shared, memoised)
             self.train_set = replace(self.train_set, images=clahe_uint8(self.train_set.images))
             self.test_set = replace(self.test_set, images=clahe_uint8(self.test_set.images))
@@ -428,7 +435,7 @@ class TrainSession:
             torch.backends.cudnn.benchmark = os.environ.get("CXRVIZ_CUDNN_BENCHMARK", "0") == "1"
         self.model = model
         self.mean, self.std = self.train_set.mean_std()
-        self.pre = Preprocess(self.mean, self.std, c.in_channels, standardize=c.standardize)  # images: CLAHE'd
+        self.pre = Preprocess(self.mean, self.std, c.in_channels, standardize=c.standardize)  # images: cropped, CLAHE'd
         self.x_train = self.train_set.images.to(device)  # uint8; on a GPU the whole cached set lives there
         self.y_train = self.train_set.labels.to(device)
         self.x_test = self.test_set.images.to(device)
@@ -573,10 +580,13 @@ class TrainSession:
             evaluation["split"] = "test"
             evaluation["selected_on"] = "validation" if self.val_set is not None else "test (every epoch)"
             evaluation["select"] = c.select
+            if len(set(test_set.sources)) > 1:  # a multi-source dataset: accuracy of each source's test images
+                evaluation["per_source"] = per_source(test_set.labels.tolist(), probs.argmax(1).tolist(),
+                                                      test_set.sources, src.classes)
             if status == "done":
                 evaluation["latency_ms"] = measure_latency(net, test_set.images, self.pre, self.device,
                                                            precision=self.precision)
-            predictions = {"paths": test_set.paths, "labels": test_set.labels.tolist(),
+            predictions = {"paths": test_set.paths, "labels": test_set.labels.tolist(), "sources": test_set.sources,
                            "probs": [[round(float(v), 6) for v in row] for row in probs.tolist()]}
         t_total = time.perf_counter() - self.t0
         timings = {"data_s": self.t_data, "train_s": self.t_train, "eval_s": self.t_eval, "total_s": t_total,
@@ -599,7 +609,8 @@ class TrainSession:
                      **({"val_n": len(self.val_set), "val_stratified_by": self.stratified,
                          "val_paths": self.val_set.paths} if self.val_set is not None else {})},
             norm={"mean": self.mean, "std": self.std, "in_channels": c.in_channels,
-                  **({"standardize": True} if c.standardize else {}), **({"clahe": True} if c.clahe else {})},
+                  **({"standardize": True} if c.standardize else {}), **({"clahe": True} if c.clahe else {}),
+                  **({"lung_crop": True} if c.lung_crop else {})},
             state_dict=state)
         self.emit(Progress("end", epoch=len(self.history), epochs=c.epochs, step=self.step,
                            total_steps=self.total_steps, elapsed=t_total, eta=0.0, message=status,

@@ -184,10 +184,13 @@ def settings_form(chosen: list[str]) -> tuple[list[TrainConfig], list[TrainConfi
     select = k.selectbox("Test the weights of", ["final", "best_val"], key="t_select",
                          format_func=lambda v: {"final": "the final epoch",
                                                 "best_val": "the best epoch on validation"}[v])
-    prep = m.multiselect("Preprocessing", ["clahe", "standardize"], key="t_preprocess",
-                         format_func=lambda v: {"clahe": "CLAHE", "standardize": "per-image standardisation"}[v],
-                         help="CLAHE: adaptive histogram equalisation; per-image standardisation: each image to "
-                              "zero mean and unit sd. Recorded with the run and applied again at prediction time.")
+    prep = m.multiselect("Preprocessing", ["lung_crop", "clahe", "standardize"], key="t_preprocess",
+                         format_func=lambda v: {"lung_crop": "lung crop", "clahe": "CLAHE",
+                                                "standardize": "per-image standardisation"}[v],
+                         help="Lung crop: each image cropped to the lung fields (a fixed template, plus a margin) "
+                              "before the model sees it; CLAHE: adaptive histogram equalisation; per-image "
+                              "standardisation: each image to zero mean and unit sd. Recorded with the run and "
+                              "applied again at prediction time.")
 
     problems: list[str] = []
     seeds: list[int] = []
@@ -205,7 +208,8 @@ def settings_form(chosen: list[str]) -> tuple[list[TrainConfig], list[TrainConfi
                                        optimizer=None if opt_choice == "recipe" else opt_choice,
                                        augment=None if aug_choice == "recipe" else aug_choice, seed=seed,
                                        device=device, precision=precision, val_fraction=val_fraction,
-                                       select=select, clahe="clahe" in prep, standardize="standardize" in prep))
+                                       select=select, clahe="clahe" in prep, standardize="standardize" in prep,
+                                       lung_crop="lung_crop" in prep))
     resolved: list[TrainConfig] = []
     for cfg in configs:
         try:
