@@ -1,6 +1,8 @@
 """The logic behind the Overview and Train pages (estimate, launch, format, data.survey, the model table) and
 their figures (cxrviz.plots.training, cxrviz.plots.dataset)."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -63,13 +65,15 @@ def test_catalogue_is_grouped_by_family():
 def test_estimate_from_a_measured_step_scales_with_the_work():
     n_train, n_test = split_sizes(open_dataset(None))
     one = estimate_job(TrainConfig(arch="lenet5", img_size=32, epochs=1), n_train, n_test, probe="sync")
-    assert one.measured and 0 < one.seconds < 120
+    assert one.measured and one.seconds > 1.0  # measured steps plus the fixed second (no bound on speed)
     four = estimate_job(TrainConfig(arch="lenet5", img_size=32, epochs=4), n_train, n_test, probe="off")
     assert four.measured  # reuses the cached probe
     assert four.seconds - one.seconds == pytest.approx(3 * one.epoch_seconds)  # + the test split, scored once
     big = estimate_job(TrainConfig(arch="lenet5", img_size=128, epochs=1), n_train, n_test, probe="off")
     assert big.epoch_seconds > 4 * one.epoch_seconds  # 16x the pixels
-    assert long_run_warning([one]) is None
+    # the warning is about the total, not this machine's speed: just under the limit, none; just over, one
+    assert long_run_warning([replace(one, seconds=LONG_RUN_S)]) is None
+    assert long_run_warning([replace(one, seconds=LONG_RUN_S / 2)] * 3) is not None
 
 
 def test_a_tiny_models_probe_does_not_skew_other_estimates():

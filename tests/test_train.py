@@ -143,7 +143,7 @@ def test_lr_schedule_warmup_and_cosine():
 # ------------------------------------------------------------------------------------------ a model learns
 @pytest.fixture(scope="module")
 def learn_folders(tmp_path_factory):
-    """A synthetic folder (30 train / 10 test images per class, 40 px) and a copy of it whose TRAINING labels
+    """A synthetic folder (30 train / 20 test images per class, 40 px) and a copy of it whose TRAINING labels
     are shuffled (files moved to random class folders, class sizes kept; the test split untouched)."""
     import random
     import shutil
@@ -151,7 +151,7 @@ def learn_folders(tmp_path_factory):
     from cxrviz.data.synthetic import write_folder
 
     base = tmp_path_factory.mktemp("learn")
-    real = write_folder(base / "labels", counts={"train": 30, "test": 10}, size=40, odd_sizes=False)
+    real = write_folder(base / "labels", counts={"train": 30, "test": 20}, size=40, odd_sizes=False)
     shuffled = base / "shuffled"
     shutil.copytree(real, shuffled)
     files = sorted((shuffled / "train").glob("*/*"))
@@ -164,13 +164,36 @@ def learn_folders(tmp_path_factory):
     return real, shuffled
 
 
-@pytest.mark.parametrize("arch,epochs", [("lenet5", 15)])
-def test_a_model_learns_and_shuffled_labels_do_not(learn_folders, arch, epochs):
-    """Above chance (1/3) on the TEST split with the true labels; at chance with shuffled training labels, the
-    same run otherwise. (30 test images: 17 or more right by guessing has a probability below 0.5 %.)"""
+def above_chance(n: int, classes: int = 3, p: float = 0.005) -> int:
+    """The fewest right answers out of ``n`` that guessing (1 in ``classes``) reaches with probability below ``p``."""
+    from scipy.stats import binom
+
+    return next(k for k in range(n + 1) if binom.sf(k - 1, n, 1 / classes) < p)
+
+
+# Settings that learn clearly with every seed tried (32 px). Measured on the 60 test images, seeds 0, 1, 2 (31 right
+# is "above chance"): LeNet-5, 15 epochs: 40, 42, 47 right with the labels, 11, 11, 13 with shuffled labels.
+# ResNet-18 at batch 15 with light augmentation, 12 epochs: 45, 45, 47 right (about 18 s of one core per run);
+# 10 epochs: 37, 42, 44 right with the labels, 11, 20, 11 with shuffled labels; 7 epochs: 28 for seed 0.
+# Without augmentation, or at batch 30, ResNet-18 memorises the 90 images (train accuracy 1.0) and stays near 0.6.
+LEARN = {
+    "lenet5": dict(epochs=15, batch_size=30, optimizer="adamw", lr=3e-3),
+    "resnet18": dict(epochs=12, batch_size=15, optimizer="adamw", lr=3e-3, augment="light"),
+}
+
+
+@pytest.mark.parametrize("arch", list(LEARN))
+def test_a_model_learns_and_shuffled_labels_do_not(learn_folders, arch):
+    """Above chance (1/3) on the TEST split with the true labels; not above chance with shuffled training labels,
+    the same run otherwise. No validation split: all 90 training images train, and the test split is scored
+    with the final weights (select="final"), so nothing is chosen on it."""
     real, shuffled = learn_folders
-    kw = dict(arch=arch, img_size=32, epochs=epochs, seed=0, batch_size=30, optimizer="adamw", lr=3e-3)
-    learned = train(TrainConfig(data=str(real), **kw)).evaluation["accuracy"]
-    guessed = train(TrainConfig(data=str(shuffled), **kw)).evaluation["accuracy"]
-    print(f"{arch}: test accuracy {learned:.3f} with the labels, {guessed:.3f} with shuffled training labels")
-    assert learned >= 17 / 30 and guessed <= 0.45
+    kw = dict(arch=arch, img_size=32, seed=0, val_fraction=0.0, select="final", **LEARN[arch])
+    learned = train(TrainConfig(data=str(real), **kw)).evaluation
+    guessed = train(TrainConfig(data=str(shuffled), **kw)).evaluation
+    n = learned["n"]
+    k = above_chance(n)  # 31 of 60: guessing gets there with probability below 0.5 %
+    print(f"{arch}: test {learned['correct']}/{n} right with the labels, {guessed['correct']}/{n} with shuffled "
+          f"training labels (above chance: {k})")
+    assert n == guessed["n"] == 60 and learned["split"] == "test"
+    assert learned["correct"] >= k and guessed["correct"] < k and guessed["accuracy"] <= 0.45
