@@ -11,8 +11,9 @@ an external folder (:mod:`cxrviz.external`), and probed for shortcuts there (:mo
   used instead of training again; the table says which rows were reused. A multi-source run stored before
   predictions kept their sources is not reused (its internal accuracy could not be restricted to ``--data``).
 * **Overlap**: an external image that is byte-identical (content hash) to a file of a training source, or that
-  lies inside a training source's folder, means a source seen in training; the table says so under it, with
-  the classes and counts, because such a source makes an external number optimistic.
+  lies inside a training source's folder (or in the real folder its files link to), means a source seen in
+  training; the table says so under it, with the classes and counts, because such a source makes an external
+  number optimistic.
 """
 from __future__ import annotations
 
@@ -127,8 +128,10 @@ def overlap(plan: Plan, cache=None) -> list[dict]:
     folders = ([(Path(s["path"]).resolve(), s["name"]) for s in src.sources] if src.sources
                else [(Path(src.root).resolve(), src.name)])
     by_hash: dict[str, str] = {}
+    real_dirs: dict[Path, str] = {}  # where training files really lie (a folder of links points elsewhere)
     for split in ("train", "test"):
         for (p, _), name in zip(src.files.get(split, []), src.source_names(split)):
+            real_dirs.setdefault(Path(p).resolve().parent, name)
             try:
                 by_hash.setdefault(cache.content_hash(Path(p)), name)
             except OSError:
@@ -136,7 +139,7 @@ def overlap(plan: Plan, cache=None) -> list[dict]:
     tally: dict[tuple[str, str], dict] = {}
     for f, y in ext.files:
         rf = Path(f).resolve()
-        folder = next((n for d, n in folders if rf.is_relative_to(d)), None)
+        folder = next((n for d, n in folders if rf.is_relative_to(d)), None) or real_dirs.get(rf.parent)
         try:
             same = by_hash.get(cache.content_hash(Path(f)))
         except OSError:

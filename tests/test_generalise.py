@@ -136,3 +136,22 @@ def test_stored_predictions_carry_each_images_source_and_evaluate_reports_per_so
     rc, out, err = _run(["evaluate", run.id], capsys)
     assert rc == 0, err
     assert f"source extra-src: {100 * per['extra-src']['accuracy']:.1f} % of {per['extra-src']['n']}" in out
+
+
+def test_links_into_a_training_sources_real_folder_are_flagged(folders, tmp_path, ckpt_root, capsys):
+    """One folder of images split by links: the training source links to some files, the external folder to
+    the others. No file is shared, but they lie in one real folder (one hospital's export): flagged."""
+    real = write_folder(tmp_path / "one-hospital", counts={"train": 8}, size=48, seed=5) / "train" / "Normal"
+    files = sorted(real.iterdir())
+    train_links, ext = tmp_path / "linked-train", tmp_path / "ext"
+    train_links.mkdir()
+    for f in files[:5]:
+        (train_links / f.name).symlink_to(f)
+    shutil.copytree(folders["unseen"], ext)
+    for f in files[5:]:
+        (ext / "Normal" / f.name).symlink_to(f)
+    rc, out, err = _run(["reproduce", "--data", folders["kaggle"], "--add", f"Normal={train_links}:train",
+                         "--external", str(ext), *TINY, "--format", "json"], capsys)
+    assert rc == 0, err
+    assert json.loads(out)["overlap"] == [{"class": "Normal", "source": "linked-train", "identical": 0,
+                                           "in_folder": 3, "arms": MIXED}]
