@@ -204,7 +204,10 @@ def test_ctrl_c_in_the_cli_during_training(tiny_data, ckpt_root):
     env = {**os.environ, "CXRVIZ_CHECKPOINTS": str(ckpt_root)}
     proc = subprocess.Popen([sys.executable, "-m", "cxrviz", "train", "--arch", "lenet5", "--data", str(tiny_data),
                              "--img-size", "32", "--epochs", "100000", "--batch-size", "4"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            # a shell that starts the suite in the background (`cmd &`) sets SIGINT to ignored, and
+                            # the child would inherit that: a user's terminal delivers Ctrl-C, so restore it
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     err = b""
     end = time.time() + 120
     while time.time() < end and b"LeNet-5 s0" not in err:  # the training progress bar is up
