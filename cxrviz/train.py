@@ -30,7 +30,7 @@ from torch import nn
 
 from .data.augment import AUGMENT_LEVELS, augment_batch
 from .data.dataset import DatasetSource, load_split, open_dataset
-from .data.preprocess import clahe_uint8, lung_crop, standardize_per_image
+from .data.preprocess import prepare_uint8, standardize_per_image
 from .data.validation import split_validation
 from .errors import CxrvizError
 from .metrics import evaluate_predictions, per_source
@@ -265,10 +265,8 @@ class Preprocess:
         self.standardize, self.clahe, self.lung_crop = standardize, clahe, lung_crop
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.lung_crop and x.dtype == torch.uint8:
-            x = lung_crop(x)
-        if self.clahe and x.dtype == torch.uint8:
-            x = clahe_uint8(x)
+        if x.dtype == torch.uint8:
+            x = prepare_uint8(x, crop=self.lung_crop, clahe=self.clahe)
         x = x.float() / 255 if x.dtype == torch.uint8 else x
         return self.normalise(x)
 
@@ -403,12 +401,9 @@ class TrainSession:
 
         self.train_set = load_split(self.src, "train", c.img_size, progress=data_progress)
         self.test_set = load_split(self.src, "test", c.img_size, progress=data_progress)
-        if c.lung_crop:  # on the cached uint8 tensors, once, before CLAHE (as Preprocess does at prediction)
-            self.train_set = replace(self.train_set, images=lung_crop(self.train_set.images))
-            self.test_set = replace(self.test_set, images=lung_crop(self.test_set.images))
-        if c.clahe:  # on the cached uint8 tensors, once (new ImageSets: the loaded ones are shared, memoised)
-            self.train_set = replace(self.train_set, images=clahe_uint8(self.train_set.images))
-            self.test_set = replace(self.test_set, images=clahe_uint8(self.test_set.images))
+        if c.lung_crop or c.clahe:  # on the cached uint8 tensors, once (new ImageSets: the loaded ones are shared)
+            self.train_set, self.test_set = (replace(s, images=prepare_uint8(s.images, crop=c.lung_crop, clahe=c.clahe))
+                                             for s in (self.train_set, self.test_set))
         self.val_set, self.stratified = None, None
         if c.val_fraction > 0:
             self.train_set, self.val_set, self.stratified = split_validation(self.train_set, c.val_fraction,

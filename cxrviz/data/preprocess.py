@@ -92,3 +92,13 @@ def cropped_template(size: int, template: Template = TEMPLATE) -> Template:
     x0, y0, x1, y1 = lung_crop_box(size)
     w, h = (x1 - x0) / size, (y1 - y0) / size
     return Template(dx=template.dx / w, cy=(template.cy - y0 / size) / h, a=template.a / w, b=template.b / h)
+
+
+def prepare_uint8(images: torch.Tensor, *, crop: bool, clahe: bool) -> torch.Tensor:
+    """A run's uint8 preprocessing steps in their one order: the lung crop, then CLAHE (the trainer applies it
+    to its cached tensors once, :class:`cxrviz.train.Preprocess` to new images at prediction time)."""
+    if crop:
+        images = lung_crop(images)
+    if clahe:
+        images = clahe_uint8(images)
+    return images
