@@ -10,6 +10,16 @@ report only. Writes every result as JSON lines to --out.
     python benchmarks/recipe_sweep.py --data ../shared/data/Covid19-dataset --arch vgg19 --grid vgg \
         --img-size 128 --epochs 20 --seeds 0 1 2 --jobs 3 --device cuda
 
+Issue 11's protocol (the README's accuracy and generalisation tables): ``--add CLASS=PATH[:SPLIT]`` trains on a
+mixed set, ``--save DIR`` stores every run, ``--external NAME=FOLDER`` scores each stored run on an external
+folder (never used for the choice), and ``--summarize OUT.jsonl`` prints mean ± sd over seeds per (training
+data, model, variant) with the variant validation chooses (highest mean validation accuracy; ties keep the
+registry's recipe, listed first):
+
+    python benchmarks/recipe_sweep.py --data KAGGLE --arch resnet18 alexnet --grid generalise --threads 1 \
+        --out sweep.jsonl --save SWEEP_RUNS --external unseen=EXTERNAL_ALL --external other=EXTERNAL_OTHER
+    python benchmarks/recipe_sweep.py --summarize sweep.jsonl
+
 Before the validation split (runs with --val-fraction 0) the recipes were picked on the Kaggle set's test
 folder, which made the winning figures optimistic; the README's older tables say so.
 """
@@ -57,6 +67,10 @@ GRIDS: dict[str, dict[str, dict]] = {
     },
     "cpu": {"recipe": {}, "standard-aug": {"augment": "standard"}, "clahe": {"clahe": True},
             "strong-aug": {"augment": "strong"}, "standardize": {"standardize": True}},  # small CPU check
+    # issue 11's CPU sweep: the recipe against each shortcut-aimed option alone (stronger scale and crop
+    # augmentation, CLAHE, per-image standardisation), chosen on validation, reported on test and external
+    "generalise": {"recipe": {}, "strong-aug": {"augment": "strong"}, "clahe": {"clahe": True},
+                   "standardize": {"standardize": True}},
     "tiny": {"recipe": {}, "lr5e-4": {"lr": 5e-4}},  # for the CPU test of this script
 }
 
@@ -69,23 +83,111 @@ def run_one(arch: str, variant: str, overrides: dict, seed: int, args) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = TrainConfig(arch=arch, data=args.data, img_size=args.img_size, epochs=args.epochs, seed=seed,
+    cfg = TrainConfig(arch=arch, data=data_spec(args), img_size=args.img_size, epochs=args.epochs, seed=seed,
                       device=args.device, val_fraction=args.val_fraction, **overrides)
     t0 = time.perf_counter()
     res = train(cfg)
     held = "val_acc" if args.val_fraction > 0 else "test_acc"
     accs = [h[held] for h in res.history]  # per-epoch, on validation (test only with --val-fraction 0)
+    extra: dict = {}
+    if args.save or args.external:
+        from cxrviz.runs import save_run
+
+        run = save_run(res, args.save)  # None: the default run store (checkpoints/)
+        extra["run_id"] = run.id
+        extra["external"] = {name: external_summary(run, folder) for name, folder in args.external}
     return {"arch": arch, "variant": variant, "overrides": overrides, "seed": seed, "device": args.device,
             "img_size": args.img_size, "epochs": args.epochs, "acc": res.evaluation["accuracy"],
             "val_acc": accs[-1] if held == "val_acc" else None, "val_fraction": args.val_fraction,
             "best_acc": max(accs), "best_epoch": 1 + accs.index(max(accs)), "accs": accs,
             "wall_s": time.perf_counter() - t0, "train_s": res.timings.get("train_s"),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "add": args.add, **extra}
+
+
+def data_spec(args) -> str | None:
+    """The dataset the runs train on: --data, plus any --add CLASS=PATH[:SPLIT] class folders."""
+    from cxrviz.data import dataset_spec
+
+    return dataset_spec([args.data] if args.data else [], args.add) if args.add else args.data
+
+
+def external_summary(run, folder: str) -> dict:
+    """Score a stored run on an external folder (the record is stored with the run) and keep the headline."""
+    from cxrviz.external import score_run
+
+    e = score_run(run, folder)["external"]
+    return {"n": e["n"], "accuracy": e["accuracy"], "balanced_accuracy": e["balanced_accuracy"],
+            "recall": e["recall"]}
+
+
+def _named(text: str) -> tuple[str, str]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"--external needs NAME=FOLDER, not {text!r}")
+    return name, folder
+
+
+def mean_sd(xs: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    m = sum(xs) / len(xs)
+    return m, (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
+
+
+def pct(xs: list[float]) -> str:
+    m, sd = mean_sd(xs)
+    return f"{100 * m:.1f} ± {100 * sd:.1f}"
+
+
+def summary(rows: list[dict]) -> str:
+    """Markdown tables from sweep rows (this run's, or --summarize FILE's): per (data, arch, variant), mean ± sd
+    over seeds of validation, test and each external folder, and the variant each architecture's
+    validation accuracy chooses (the highest mean; on a tie the one listed first, the registry's recipe)."""
+    ok = [r for r in rows if "error" not in r]
+    out = []
+    for add in dict.fromkeys(json.dumps(r.get("add") or []) for r in ok):
+        part = [r for r in ok if json.dumps(r.get("add") or []) == add]
+        ext_names = list(dict.fromkeys(n for r in part for n in (r.get("external") or {})))
+        title = "training data: --data" + "".join(f" --add {a}" for a in json.loads(add))
+        out += ["", title, "",
+                "| model | variant | seeds | validation acc | test acc | "
+                + " | ".join(f"{n}: balanced acc | {n}: recall per class" for n in ext_names) + " |",
+                "|---|---|---|---|---|" + "---|---|" * len(ext_names)]
+        chosen = {}
+        for arch in dict.fromkeys(r["arch"] for r in part):
+            best = None
+            for variant in dict.fromkeys(r["variant"] for r in part if r["arch"] == arch):
+                rs = sorted((r for r in part if (r["arch"], r["variant"]) == (arch, variant)), key=lambda r: r["seed"])
+                vals = [r["val_acc"] for r in rs if r.get("val_acc") is not None]
+                cells = [arch, variant, "/".join(str(r["seed"]) for r in rs), pct(vals) if vals else "–",
+                         pct([r["acc"] for r in rs])]
+                for n in ext_names:
+                    es = [r["external"][n] for r in rs if n in (r.get("external") or {})]
+                    if not es:
+                        cells += ["–", "–"]
+                        continue
+                    cells.append(pct([e["balanced_accuracy"] for e in es]))
+                    cells.append(", ".join(f"{c} {pct([e['recall'][c] for e in es])}" for c in es[0]["recall"]))
+                out.append("| " + " | ".join(cells) + " |")
+                if vals and (best is None or mean_sd(vals)[0] > best[0] + 1e-12):
+                    best = (mean_sd(vals)[0], variant)
+            if best:
+                chosen[arch] = best[1]
+        if chosen:
+            out += ["", "chosen on validation: " + ", ".join(f"{a}: {v}" for a, v in chosen.items())]
+    return "\n".join(out)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="dataset folder (default: the built-in synthetic set)")
+    ap.add_argument("--add", action="append", default=[], metavar="CLASS=PATH[:SPLIT]",
+                    help="add one class folder from another source to --data (repeatable)")
+    ap.add_argument("--external", action="append", default=[], type=_named, metavar="NAME=FOLDER",
+                    help="score every run on this external folder (repeatable; implies storing the runs)")
+    ap.add_argument("--save", default=None, help="store every run in this run folder (default with --external: "
+                                                 "the default run store)")
+    ap.add_argument("--summarize", default=None, metavar="JSONL",
+                    help="print the summary tables of an --out file (several sweeps' rows) and exit")
     ap.add_argument("--arch", nargs="+", default=["vgg19"])
     ap.add_argument("--grid", default="vgg", choices=sorted(GRIDS))
     ap.add_argument("--variants", nargs="*", default=None, help="only these variants of the grid")
@@ -103,6 +205,9 @@ def main() -> None:
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one job, print JSON
     args = ap.parse_args()
 
+    if args.summarize:
+        print(summary([json.loads(ln) for ln in Path(args.summarize).read_text().splitlines() if ln.strip()]))
+        return
     if args.one:
         arch, variant, seed, overrides = json.loads(args.one)
         print("RESULT " + json.dumps(run_one(arch, variant, overrides, seed, args)), flush=True)
@@ -114,7 +219,10 @@ def main() -> None:
     base = [sys.executable, __file__, "--img-size", str(args.img_size), "--epochs", str(args.epochs),
             "--device", args.device, "--val-fraction", str(args.val_fraction)] \
         + (["--data", args.data] if args.data else []) \
-        + (["--threads", str(args.threads)] if args.threads else [])
+        + (["--threads", str(args.threads)] if args.threads else []) \
+        + [x for a in args.add for x in ("--add", a)] \
+        + [x for n, f in args.external for x in ("--external", f"{n}={f}")] \
+        + (["--save", args.save] if args.save else [])
     print(f"{len(jobs)} runs, {args.jobs} at a time: {args.arch} x {variants} x seeds {args.seeds}, "
           f"{args.img_size} px, {args.epochs} epochs, device {args.device}", flush=True)
     t0 = time.perf_counter()
@@ -160,6 +268,7 @@ def main() -> None:
                 cells = " ".join(f"{100 * x:6.1f}" if x is not None else "  fail" for x in accs)
                 mean = f"{100 * sum(ok) / len(ok):7.1f}" if ok else "      -"
                 print(f"{a:10s} {v:18s} {cells} {mean}")
+    print("\nmean ± sd over seeds (percent):" + summary(rows))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from conftest import SYNTHETIC_COUNTS
 from cxrviz.bench import format_report, run_bench, sanity_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,3 +82,40 @@ def test_recipe_sweep_runs_and_reports(synthetic_folder, tmp_path):
     assert next(r for r in rows if r["variant"] == "lr5e-4")["overrides"] == {"lr": 5e-4}
     table = p.stdout[p.stdout.index("final test accuracy"):]
     assert "recipe" in table and "lr5e-4" in table and "mean" in table
+
+
+def test_recipe_sweep_adds_a_source_scores_external_and_summarizes(synthetic_folder, tmp_path):
+    """Issue 11's sweep: --add trains on a mixed set, every run is stored and scored on --external, and the
+    summary (mean ± sd over seeds, the variant validation chooses) is rebuilt from the --out file alone."""
+    import shutil
+
+    extra = tmp_path / "adult-normals"
+    extra.mkdir()
+    for f in sorted((synthetic_folder / "train" / "Normal").iterdir())[:6]:
+        shutil.copy(f, extra / ("x-" + f.name))
+    out, store = tmp_path / "sweep.jsonl", tmp_path / "runs"
+    p = subprocess.run(["python3", "benchmarks/recipe_sweep.py", "--data", str(synthetic_folder), "--arch", "lenet5",
+                        "--add", f"Normal={extra}:train", "--grid", "tiny", "--img-size", "32", "--epochs", "1",
+                        "--seeds", "0", "1", "--jobs", "2", "--threads", "1", "--device", "cpu", "--out", str(out),
+                        "--save", str(store), "--external", f"ext={synthetic_folder / 'test'}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4 and all("error" not in r for r in rows), rows
+    for r in rows:
+        run = json.loads((store / r["run_id"] / "run.json").read_text())
+        assert str(extra) in json.dumps(run["config"]["data"])  # trained on the mixed set
+        e = r["external"]["ext"]
+        assert e["n"] == 3 * SYNTHETIC_COUNTS["test"] and 0 <= e["balanced_accuracy"] <= 1
+        assert set(e["recall"]) == {"Covid", "Normal", "Viral Pneumonia"}
+        assert len(list((store / r["run_id"] / "external").glob("*.json"))) == 1  # the score is stored with the run
+    again = subprocess.run(["python3", "benchmarks/recipe_sweep.py", "--summarize", str(out)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.splitlines()
+    assert any(f"--add Normal={extra}:train" in ln for ln in lines)
+    recipe = next(ln for ln in lines if ln.startswith("| lenet5 | recipe | 0/1 |"))
+    assert " ± " in recipe and recipe.count("|") == 8  # 7 cells
+    vals = {v: sum(r["val_acc"] for r in rows if r["variant"] == v) for v in ("recipe", "lr5e-4")}
+    want = "lr5e-4" if vals["lr5e-4"] > vals["recipe"] + 1e-9 else "recipe"
+    assert f"chosen on validation: lenet5: {want}" in again.stdout
