@@ -37,7 +37,9 @@ def _print(rows: list[dict], fmt: str) -> None:
     if fmt == "csv":
         print(df.to_csv(index=False), end="")
     else:
-        print(df.to_string(index=False, float_format=lambda v: f"{v:.1f}" if abs(v) >= 1 or v == 0 else f"{v:.3f}"))
+        # every number is a percent (one decimal) except the fractions: ECE and ROC-AUC (three)
+        frac = {c: "{:.3f}".format for c in df.columns if c == "ECE" or str(c).startswith("AUC ")}
+        print(df.to_string(index=False, float_format="{:.1f}".format, formatters=frac))
 
 
 def _bar(desc: str, quiet: bool):

@@ -155,3 +155,13 @@ def test_links_into_a_training_sources_real_folder_are_flagged(folders, tmp_path
     assert rc == 0, err
     assert json.loads(out)["overlap"] == [{"class": "Normal", "source": "linked-train", "identical": 0,
                                            "in_folder": 3, "arms": MIXED}]
+
+
+def test_tables_print_percents_with_one_decimal_and_fractions_with_three(capsys):
+    """A recall of 1 in 275 is "0.4" in a percent column (it printed "0.364"); ECE and ROC-AUC stay fractions."""
+    from cxrviz.cli_external import _print
+
+    _print([{"model": "ResNet-18", "recall Normal": 100 / 275, "recall Covid": 100.0, "ECE": 0.0123,
+             "AUC Covid": 0.5}], "table")
+    out = capsys.readouterr().out.splitlines()[1].split()
+    assert out == ["ResNet-18", "0.4", "100.0", "0.012", "0.500"], out
