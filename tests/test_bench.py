@@ -119,3 +119,29 @@ def test_recipe_sweep_adds_a_source_scores_external_and_summarizes(synthetic_fol
     vals = {v: sum(r["val_acc"] for r in rows if r["variant"] == v) for v in ("recipe", "lr5e-4")}
     want = "lr5e-4" if vals["lr5e-4"] > vals["recipe"] + 1e-9 else "recipe"
     assert f"chosen on validation: lenet5: {want}" in again.stdout
+
+
+def test_external_folders_are_links_split_without_overlap(tmp_path):
+    ext = tmp_path / "external"
+    (ext / "figure1-covid" / "images").mkdir(parents=True)
+    (ext / "openist-normal" / "images").mkdir(parents=True)
+    for i in range(4):
+        (ext / "figure1-covid" / "images" / f"COVID-{i}.jpg").write_bytes(b"c%d" % i)
+    for i in range(160):
+        (ext / "openist-normal" / "images" / f"{i}-n.jpg").write_bytes(b"n%d" % i)
+    target = tmp_path / "folders"
+    for _ in range(2):  # a second build replaces the first
+        p = subprocess.run(["python3", "benchmarks/external_folders.py", str(ext), str(target)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+    names = {d: {f.name for f in (target / d).iterdir()} for d in
+             ("unseen/Covid", "unseen/Normal", "openist150", "other/Covid", "other/Normal")}
+    assert {d: len(v) for d, v in names.items()} == {"unseen/Covid": 4, "unseen/Normal": 160, "openist150": 150,
+                                                    "other/Covid": 4, "other/Normal": 10}
+    assert not names["openist150"] & names["other/Normal"]
+    assert names["openist150"] | names["other/Normal"] == names["unseen/Normal"]
+    assert all(f.is_symlink() and f.resolve().parent.parent.parent == ext.resolve()
+               for f in (target / "openist150").iterdir())
+    bad = subprocess.run(["python3", "benchmarks/external_folders.py", str(tmp_path / "nope"), str(target)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
