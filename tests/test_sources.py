@@ -156,6 +156,45 @@ def test_near_duplicates_find_reencoded_and_resized_copies(synthetic_folder, tmp
     assert len(near["groups"]) == 1 and len(near["groups"][0]) == 2
 
 
+
+def _brute_groups(hashes, images, max_bits, max_mad):
+    """Every pair compared: the reference near_groups must equal."""
+    n = len(hashes)
+    parent = list(range(n))
+
+    def find(a):
+        while parent[a] != a:
+            a = parent[a]
+        return a
+
+    for i in range(n):
+        for j in range(i + 1, n):
+            if bin(int(hashes[i]) ^ int(hashes[j])).count("1") <= max_bits and \
+                    np.abs(images[i].astype(int) - images[j].astype(int)).mean() <= max_mad:
+                parent[find(i)] = find(j)
+    comp = {}
+    for i in range(n):
+        comp.setdefault(find(i), []).append(i)
+    return sorted(sorted(g) for g in comp.values() if len(g) > 1)
+
+
+def test_near_groups_with_many_exact_copies_equal_comparing_every_pair():
+    """Exact copies are grouped before any pair is compared (a set of many copies of look-alike pictures made
+    the pixel check quadratic in the copies); the groups are the same as comparing every pair."""
+    from cxrviz.data.duplicates import NEAR_BITS, NEAR_MAD, dhash, near_groups
+
+    base = make_split("x", 32, n_per_class=4, seed=3)[0]  # 12 phantoms, alike as radiographs are
+    base = base.reshape(len(base), 32, 32)
+    rng = np.random.default_rng(0)
+    noisy = np.clip(base[:4].astype(int) + rng.integers(-3, 4, base[:4].shape), 0, 255).astype(np.uint8)
+    images = np.concatenate([base, base, base[:5], noisy])[rng.permutation(12 + 12 + 5 + 4)]
+    hashes = dhash(images)
+    got = sorted(near_groups(hashes, NEAR_BITS, images, NEAR_MAD))
+    assert got == _brute_groups(hashes, images, NEAR_BITS, NEAR_MAD)
+    assert sum(len(g) for g in got) >= 24  # every picture has at least its exact copy
+    assert sorted(near_groups(hashes)) == _brute_groups(hashes, np.zeros_like(images), NEAR_BITS, 0.0)
+
+
 def test_parallel_decode_equals_in_process(synthetic_folder, tmp_path):
     src = open_dataset(str(synthetic_folder))
     one = load_split(src, "train", 40, cache=ImageCache(tmp_path / "a"), workers=1)

@@ -69,7 +69,24 @@ def near_groups(hashes: np.ndarray, max_bits: int = NEAR_BITS, images: np.ndarra
     """Groups (connected components) of indices whose hashes differ in at most ``max_bits`` bits and, with
     ``images``, whose pixels differ by at most ``max_mad`` on average (chest radiographs look alike at 8x9, so
     the hash alone would chain different patients together). Candidates come from exact matches on one of
-    ``max_bits + 1`` bands, so the cost grows with N, not N²."""
+    ``max_bits + 1`` bands, so the cost grows with N, not N². Identical small images (or identical hashes,
+    without ``images``) are one group before any pair is compared: a set holding many copies of a picture
+    would otherwise compare every copy with every look-alike of every other picture."""
+    n = len(hashes)
+    if n == 0:
+        return []
+    flat = np.ascontiguousarray(images.reshape(n, -1) if images is not None else hashes.reshape(n, 1))
+    rows = flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()
+    _, first, inverse = np.unique(rows, return_index=True, return_inverse=True)
+    root = _banded_roots(hashes[first], max_bits, images[first] if images is not None else None, max_mad)
+    comp: dict[int, list[int]] = {}
+    for i, r in enumerate(root[inverse.ravel()].tolist()):
+        comp.setdefault(r, []).append(i)
+    return [sorted(g) for g in comp.values() if len(g) > 1]
+
+
+def _banded_roots(hashes: np.ndarray, max_bits: int, images: np.ndarray | None, max_mad: float) -> np.ndarray:
+    """The component (a representative index) of every hash: union-find over the banded candidate pairs."""
     n = len(hashes)
     parent = list(range(n))
 
@@ -95,16 +112,14 @@ def near_groups(hashes: np.ndarray, max_bits: int = NEAR_BITS, images: np.ndarra
             x = h[idx]
             dist = np.bitwise_count(x[:, None] ^ x[None, :])
             for u, v in zip(*np.nonzero(np.triu(dist <= max_bits, 1))):
+                ru, rv = find(int(idx[u])), find(int(idx[v]))
+                if ru == rv:  # already one group: no pixels to compare
+                    continue
                 if images is not None and np.abs(images[idx[u]].astype(np.int16)
                                                  - images[idx[v]].astype(np.int16)).mean() > max_mad:
                     continue
-                ru, rv = find(int(idx[u])), find(int(idx[v]))
-                if ru != rv:
-                    parent[ru] = rv
-    comp: dict[int, list[int]] = {}
-    for i in range(n):
-        comp.setdefault(find(i), []).append(i)
-    return [sorted(g) for g in comp.values() if len(g) > 1]
+                parent[ru] = rv
+    return np.array([find(i) for i in range(n)], dtype=np.int64)
 
 
 def near_duplicates(source, cache: ImageCache | None = None, max_bits: int = NEAR_BITS, progress=None) -> dict:
