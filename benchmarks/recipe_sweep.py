@@ -20,6 +20,13 @@ registry's recipe, listed first):
         --out sweep.jsonl --save SWEEP_RUNS --external unseen=EXTERNAL_ALL --external other=EXTERNAL_OTHER
     python benchmarks/recipe_sweep.py --summarize sweep.jsonl
 
+``--folds K`` chooses on k-fold cross-validation instead of one fixed split: fold f of K is held out (stratified
+by class and source) and trained with seed f, so the K runs of a variant score every training image once on
+validation. Use it where variants tie on the fixed split (AlexNet's did, on 37 images):
+
+    python benchmarks/recipe_sweep.py --data KAGGLE --arch alexnet --grid generalise --folds 5 --threads 1 \
+        --variants recipe strong-aug clahe --out cv.jsonl
+
 Before the validation split (runs with --val-fraction 0) the recipes were picked on the Kaggle set's test
 folder, which made the winning figures optimistic; the README's older tables say so.
 """
@@ -98,7 +105,8 @@ def run_one(arch: str, variant: str, overrides: dict, seed: int, args) -> dict:
         extra["external"] = {name: external_summary(run, folder) for name, folder in args.external}
     return {"arch": arch, "variant": variant, "overrides": overrides, "seed": seed, "device": args.device,
             "img_size": args.img_size, "epochs": args.epochs, "acc": res.evaluation["accuracy"],
-            "val_acc": accs[-1] if held == "val_acc" else None, "val_fraction": args.val_fraction,
+            "val_acc": accs[-1] if held == "val_acc" else None, "val_fraction": res.config["val_fraction"],
+            "val_n": res.dataset.get("val_n"), "val_folds": overrides.get("val_folds", 0),
             "best_acc": max(accs), "best_epoch": 1 + accs.index(max(accs)), "accs": accs,
             "wall_s": time.perf_counter() - t0, "train_s": res.timings.get("train_s"),
             "torch": torch.__version__, "threads": torch.get_num_threads(), "add": args.add, **extra}
@@ -144,12 +152,18 @@ def summary(rows: list[dict]) -> str:
     validation accuracy chooses (the highest mean; on a tie the one listed first, the registry's recipe)."""
     ok = [r for r in rows if "error" not in r]
     out = []
-    for add in dict.fromkeys(json.dumps(r.get("add") or []) for r in ok):
-        part = [r for r in ok if json.dumps(r.get("add") or []) == add]
+    def key(r):  # one table per training data and validation protocol
+        return json.dumps([r.get("add") or [], r.get("val_folds") or 0])
+
+    for k in dict.fromkeys(key(r) for r in ok):
+        part = [r for r in ok if key(r) == k]
+        add, folds = json.loads(k)
         ext_names = list(dict.fromkeys(n for r in part for n in (r.get("external") or {})))
-        title = "training data: --data" + "".join(f" --add {a}" for a in json.loads(add))
+        title = "training data: --data" + "".join(f" --add {a}" for a in add) + (
+            f"; validation: {folds}-fold cross-validation (fold f trains with seed f; mean ± sd over folds)"
+            if folds else "; validation: one fixed split (mean ± sd over seeds)")
         out += ["", title, "",
-                "| model | variant | seeds | validation acc | test acc | "
+                "| model | variant | " + ("folds" if folds else "seeds") + " | validation acc | test acc | "
                 + " | ".join(f"{n}: balanced acc | {n}: recall per class" for n in ext_names) + " |",
                 "|---|---|---|---|---|" + "---|---|" * len(ext_names)]
         chosen = {}
@@ -197,6 +211,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--val-fraction", type=float, default=0.15,
                     help="held out of train to choose on (0: per-epoch test, the old, optimistic protocol)")
+    ap.add_argument("--folds", type=int, default=0,
+                    help="k-fold cross-validation: fold f of K held out, trained with seed f (replaces --seeds)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per run")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process")
     ap.add_argument("--out", default=None, help="write one JSON line per run here")
@@ -215,7 +231,15 @@ def main() -> None:
 
     grid = GRIDS[args.grid]
     variants = args.variants or list(grid)
-    jobs = [(a, v, s, grid[v]) for a in args.arch for v in variants for s in args.seeds]
+    unknown = [v for v in variants if v not in grid]
+    if unknown:
+        ap.error(f"variants {unknown} are not in the {args.grid!r} grid ({', '.join(grid)})")
+    if args.folds:
+        if not 2 <= args.folds <= 20 or args.val_fraction == 0:
+            ap.error("--folds needs 2..20 folds and a validation split (--val-fraction above 0)")
+        args.seeds = list(range(args.folds))
+    jobs = [(a, v, s, {**grid[v], **({"val_folds": args.folds, "val_fold": s} if args.folds else {})})
+            for a in args.arch for v in variants for s in args.seeds]
     base = [sys.executable, __file__, "--img-size", str(args.img_size), "--epochs", str(args.epochs),
             "--device", args.device, "--val-fraction", str(args.val_fraction)] \
         + (["--data", args.data] if args.data else []) \
@@ -223,7 +247,8 @@ def main() -> None:
         + [x for a in args.add for x in ("--add", a)] \
         + [x for n, f in args.external for x in ("--external", f"{n}={f}")] \
         + (["--save", args.save] if args.save else [])
-    print(f"{len(jobs)} runs, {args.jobs} at a time: {args.arch} x {variants} x seeds {args.seeds}, "
+    print(f"{len(jobs)} runs, {args.jobs} at a time: {args.arch} x {variants} x "
+          f"{f'{args.folds} folds (fold f with seed f)' if args.folds else f'seeds {args.seeds}'}, "
           f"{args.img_size} px, {args.epochs} epochs, device {args.device}", flush=True)
     t0 = time.perf_counter()
     rows: list[dict] = []

@@ -76,6 +76,8 @@ class TrainConfig:
     precision: str = "auto"  # auto | bf16 | fp32 (cxrviz/precision.py); the one used is in the run's environment
     val_fraction: float = 0.15  # training images held out for per-epoch metrics (0 = the old way: test every epoch)
     val_seed: int = 0  # the split's seed: fixed, independent of ``seed``, so seeds share validation images
+    val_folds: int = 0  # k-fold cross-validation: >= 2 holds out fold ``val_fold`` of a stratified k-fold partition
+    val_fold: int = 0  # (data/validation.py) instead of ``val_fraction``, which is then recorded as 1 / val_folds
     select: str = "final"  # final | best_val: the weights scored once on the test split at the end
     clahe: bool = False  # adaptive histogram equalisation of every image (cxrviz/data/preprocess.py)
     standardize: bool = False  # per-image intensity standardisation instead of the training set's mean/std
@@ -108,6 +110,14 @@ class TrainConfig:
             raise ConfigError(f"ema must be in [0, 1), not {c.ema}")
         if not (isinstance(c.val_fraction, (int, float)) and 0.0 <= c.val_fraction <= 0.5):
             raise ConfigError(f"validation fraction must be in [0, 0.5], not {c.val_fraction}")
+        if c.val_folds:
+            if not (isinstance(c.val_folds, int) and 2 <= c.val_folds <= 20):
+                raise ConfigError(f"validation folds must be a whole number from 2 to 20 (0: off), not {c.val_folds}")
+            if not (isinstance(c.val_fold, int) and 0 <= c.val_fold < c.val_folds):
+                raise ConfigError(f"validation fold must be in 0..{c.val_folds - 1}, not {c.val_fold}")
+            if c.val_fraction == 0:
+                raise ConfigError("validation folds need a validation split: leave val_fraction above 0")
+            c.val_fraction = round(1.0 / c.val_folds, 4)
         if c.select not in SELECTS:
             raise ConfigError(f"select must be one of {SELECTS}, not {c.select!r}")
         if c.select == "best_val" and c.val_fraction == 0:
@@ -407,7 +417,7 @@ class TrainSession:
         self.val_set, self.stratified = None, None
         if c.val_fraction > 0:
             self.train_set, self.val_set, self.stratified = split_validation(self.train_set, c.val_fraction,
-                                                                             c.val_seed)
+                                                                             c.val_seed, c.val_fold, c.val_folds)
             if len(self.val_set) == 0:
                 raise ConfigError(f"a validation fraction of {c.val_fraction} holds out no image: use a larger "
                                   "fraction, or 0 for no validation split")
@@ -602,7 +612,9 @@ class TrainSession:
             dataset={**src.describe(), "img_size": c.img_size, "train_n": len(self.train_set),
                      "test_n": len(test_set), "skipped": self.train_set.errors + test_set.errors,
                      **({"val_n": len(self.val_set), "val_stratified_by": self.stratified,
-                         "val_paths": self.val_set.paths} if self.val_set is not None else {})},
+                         "val_paths": self.val_set.paths,
+                         **({"val_fold": f"{c.val_fold + 1} of {c.val_folds}"} if c.val_folds else {})}
+                      if self.val_set is not None else {})},
             norm={"mean": self.mean, "std": self.std, "in_channels": c.in_channels,
                   **({"standardize": True} if c.standardize else {}), **({"clahe": True} if c.clahe else {}),
                   **({"lung_crop": True} if c.lung_crop else {})},

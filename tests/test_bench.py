@@ -121,6 +121,25 @@ def test_recipe_sweep_adds_a_source_scores_external_and_summarizes(synthetic_fol
     assert f"chosen on validation: lenet5: {want}" in again.stdout
 
 
+def test_recipe_sweep_chooses_on_k_fold_cross_validation(synthetic_folder, tmp_path):
+    """--folds K: fold f of K held out and trained with seed f, so a variant's K runs validate every training
+    image once; the summary names the protocol. An unknown variant is one clear error."""
+    out = tmp_path / "cv.jsonl"
+    p = subprocess.run(["python3", "benchmarks/recipe_sweep.py", "--data", str(synthetic_folder), "--arch", "lenet5",
+                        "--grid", "tiny", "--variants", "recipe", "--folds", "3", "--img-size", "32", "--epochs", "1",
+                        "--jobs", "2", "--threads", "1", "--device", "cpu", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["seed"] for r in rows) == [0, 1, 2] and all(r["val_folds"] == 3 for r in rows)
+    assert sum(r["val_n"] for r in rows) == 3 * SYNTHETIC_COUNTS["train"]  # every training image validated once
+    assert all(r["overrides"] == {"val_folds": 3, "val_fold": r["seed"]} for r in rows)
+    assert "3-fold cross-validation" in p.stdout and "| lenet5 | recipe | 0/1/2 |" in p.stdout
+    bad = subprocess.run(["python3", "benchmarks/recipe_sweep.py", "--grid", "tiny", "--variants", "nope"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not in the 'tiny' grid" in bad.stderr
+
+
 def test_external_folders_are_links_split_without_overlap(tmp_path):
     ext = tmp_path / "external"
     (ext / "figure1-covid" / "images").mkdir(parents=True)

@@ -86,3 +86,36 @@ def test_charts_and_leaderboard_say_which_split():
     assert selected_on(SimpleNamespace(config={"arch": "lenet5"})) == "test (old run)"
     assert selected_on(SimpleNamespace(config={"val_fraction": 0.15})) == "validation"
     assert selected_on(SimpleNamespace(config={"val_fraction": 0.0})) == "test (every epoch)"
+
+
+def test_k_folds_partition_every_group_and_each_fold_is_one_split():
+    labels = [0] * 23 + [1] * 11 + [2] * 7 + [0]  # the last one alone in its (class, source) group
+    sources = ["a"] * 12 + ["b"] * 11 + ["a"] * 11 + ["a"] * 7 + ["c"]
+    folds = [split_indices(labels, 0.15, seed=0, sources=sources, fold=f, folds=5) for f in range(5)]
+    vals = [set(va) for _, va in folds]
+    assert all(not a & b for i, a in enumerate(vals) for b in vals[i + 1:])  # disjoint
+    assert set().union(*vals) == set(range(41))  # every image of a group of >= 2 is validated exactly once
+    for tr, va in folds:
+        assert sorted(tr + va) == list(range(42)) and 41 in tr  # a singleton group always trains
+        assert 7 <= len(va) <= 11  # about a fifth, stratified: each group gives floor or ceil of n / 5
+        per = {}
+        for i in va:
+            per[(labels[i], sources[i])] = per.get((labels[i], sources[i]), 0) + 1
+        assert all(2 <= per[g] <= 3 for g in ((0, "a"), (0, "b"), (1, "a"))) and 1 <= per[(2, "a")] <= 2
+    assert split_indices(labels, 0.15, 0, sources, fold=2, folds=5) == folds[2]  # fixed
+    with pytest.raises(ValueError, match="fold"):
+        split_indices(labels, 0.15, fold=5, folds=5)
+
+
+def test_a_run_trains_on_its_fold_and_records_it():
+    c = _cfg(val_folds=4, val_fold=3).resolved()
+    assert c.val_fraction == 0.25
+    for bad, match in ((dict(val_folds=1), "folds"), (dict(val_folds=4, val_fold=4), "fold must"),
+                       (dict(val_folds=3, val_fraction=0), "validation split")):
+        with pytest.raises(ConfigError, match=match):
+            _cfg(**bad).resolved()
+    runs = [train(_cfg(epochs=1, val_folds=2, val_fold=f)) for f in (0, 1)]
+    held = [set(r.dataset["val_paths"]) for r in runs]
+    assert not held[0] & held[1] and len(held[0] | held[1]) == 300  # the two folds validate every training image
+    assert [r.dataset["val_fold"] for r in runs] == ["1 of 2", "2 of 2"]
+    assert runs[1].config["val_folds"] == 2 and runs[1].config["val_fold"] == 1 and runs[1].config["val_fraction"] == 0.5
