@@ -86,6 +86,8 @@ def test_charts_and_leaderboard_say_which_split():
     assert selected_on(SimpleNamespace(config={"arch": "lenet5"})) == "test (old run)"
     assert selected_on(SimpleNamespace(config={"val_fraction": 0.15})) == "validation"
     assert selected_on(SimpleNamespace(config={"val_fraction": 0.0})) == "test (every epoch)"
+    fold = {"val_fraction": 0.2, "val_folds": 5, "val_fold": 1}
+    assert selected_on(SimpleNamespace(config=fold)) == "validation (fold 2 of 5)"
 
 
 def test_k_folds_partition_every_group_and_each_fold_is_one_split():

@@ -24,10 +24,13 @@ def dataset_name(r: Run) -> str:
 def selected_on(r: Run) -> str:
     """Which split chose the run's settings and epochs: "validation" (per-epoch metrics on a held-out part of
     train, test scored once), "test (every epoch)" (val_fraction 0) or "test (old run)" (trained before the
-    validation split existed: its per-epoch curves are test figures, so its test figure is optimistic)."""
+    validation split existed: its per-epoch curves are test figures, so its test figure is optimistic). A
+    k-fold run says which fold: "validation (fold 2 of 5)"."""
     c = r.config
     if "val_fraction" not in c:
         return "test (old run)"
+    if c.get("val_folds") and (c.get("val_fraction") or 0) > 0:
+        return f"validation (fold {int(c.get('val_fold') or 0) + 1} of {int(c['val_folds'])})"
     return "validation" if (c.get("val_fraction") or 0) > 0 else "test (every epoch)"
 
 
