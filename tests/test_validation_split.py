@@ -120,4 +120,5 @@ def test_a_run_trains_on_its_fold_and_records_it():
     held = [set(r.dataset["val_paths"]) for r in runs]
     assert not held[0] & held[1] and len(held[0] | held[1]) == 300  # the two folds validate every training image
     assert [r.dataset["val_fold"] for r in runs] == ["1 of 2", "2 of 2"]
-    assert runs[1].config["val_folds"] == 2 and runs[1].config["val_fold"] == 1 and runs[1].config["val_fraction"] == 0.5
+    c = runs[1].config
+    assert c["val_folds"] == 2 and c["val_fold"] == 1 and c["val_fraction"] == 0.5
