@@ -163,8 +163,9 @@ def summary(rows: list[dict]) -> str:
             f"; validation: {folds}-fold cross-validation (fold f trains with seed f; mean ± sd over folds)"
             if folds else "; validation: one fixed split (mean ± sd over seeds)")
         out += ["", title, "",
-                "| model | variant | " + ("folds" if folds else "seeds") + " | validation acc | test acc | "
-                + " | ".join(f"{n}: balanced acc | {n}: recall per class" for n in ext_names) + " |",
+                "| " + " | ".join(["model", "variant", "folds" if folds else "seeds", "validation acc", "test acc"]
+                                  + [f"{n}: {c}" for n in ext_names for c in ("balanced acc", "recall per class")])
+                + " |",
                 "|---|---|---|---|---|" + "---|---|" * len(ext_names)]
         chosen = {}
         for arch in dict.fromkeys(r["arch"] for r in part):

@@ -135,6 +135,7 @@ def test_recipe_sweep_chooses_on_k_fold_cross_validation(synthetic_folder, tmp_p
     assert sum(r["val_n"] for r in rows) == 3 * SYNTHETIC_COUNTS["train"]  # every training image validated once
     assert all(r["overrides"] == {"val_folds": 3, "val_fold": r["seed"]} for r in rows)
     assert "3-fold cross-validation" in p.stdout and "| lenet5 | recipe | 0/1/2 |" in p.stdout
+    assert "| model | variant | folds | validation acc | test acc |\n" in p.stdout  # no empty column
     bad = subprocess.run(["python3", "benchmarks/recipe_sweep.py", "--grid", "tiny", "--variants", "nope"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not in the 'tiny' grid" in bad.stderr
