@@ -115,8 +115,8 @@ LENET = "LeCun et al., Gradient-Based Learning Applied to Document Recognition, 
 # (issue 11; benchmarks/recipe_sweep.py, 3 seeds, final-epoch accuracy on a 15 % stratified split, the test split
 # scored once and reported): ResNet-18's recipe beat strong augmentation, CLAHE and per-image standardisation;
 # GoogLeNet's was the only variant run; AlexNet's tied variants were separated by 5-fold cross-validation
-# (recipe_sweep.py --folds 5), where no augmentation beat strong augmentation and CLAHE. VGG-19's recipe still
-# comes from an earlier sweep that looked at the 66-image test split (too slow to re-sweep on the CPU).
+# (recipe_sweep.py --folds 5: no augmentation 92.4 % against CLAHE and standardisation 91.2 %, strong augmentation
+# 87.3 %). VGG-19's recipe still comes from an earlier sweep that looked at the 66-image test split.
 # AlexNet has no normalisation layers: with SGD at 0.01 it predicts one class for six epochs and ends near
 # 73 %; Adam at 1e-4 trains it. GoogLeNet and ResNet-18 take AdamW at 1e-3; VGG-19 with AdamW stalls (62 %
 # after 8 epochs) but trains with SGD at 0.01 (0.02 diverges).
