@@ -235,12 +235,19 @@ def main() -> None:
     unknown = [v for v in variants if v not in grid]
     if unknown:
         ap.error(f"variants {unknown} are not in the {args.grid!r} grid ({', '.join(grid)})")
-    if args.folds:
-        if not 2 <= args.folds <= 20 or args.val_fraction == 0:
-            ap.error("--folds needs 2..20 folds and a validation split (--val-fraction above 0)")
-        args.seeds = list(range(args.folds))
+    if args.folds > 0:
+        args.seeds = list(range(args.folds))  # fold f trains with seed f
     jobs = [(a, v, s, {**grid[v], **({"val_folds": args.folds, "val_fold": s} if args.folds else {})})
             for a in args.arch for v in variants for s in args.seeds]
+    from cxrviz.errors import CxrvizError
+    from cxrviz.train import TrainConfig
+
+    for a, v, s, overrides in jobs:  # the trainer's own checks, before any process starts (--folds 1, a bad size)
+        try:
+            TrainConfig(arch=a, img_size=args.img_size, epochs=args.epochs, seed=s, device=args.device,
+                        val_fraction=args.val_fraction, **overrides).resolved()
+        except CxrvizError as e:
+            ap.error(f"{a} {v}: {e}")
     base = [sys.executable, __file__, "--img-size", str(args.img_size), "--epochs", str(args.epochs),
             "--device", args.device, "--val-fraction", str(args.val_fraction)] \
         + (["--data", args.data] if args.data else []) \

@@ -139,6 +139,9 @@ def test_recipe_sweep_chooses_on_k_fold_cross_validation(synthetic_folder, tmp_p
     bad = subprocess.run(["python3", "benchmarks/recipe_sweep.py", "--grid", "tiny", "--variants", "nope"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not in the 'tiny' grid" in bad.stderr
+    one = subprocess.run(["python3", "benchmarks/recipe_sweep.py", "--arch", "lenet5", "--grid", "tiny",
+                          "--folds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert one.returncode == 2 and "validation folds must be" in one.stderr
 
 
 def test_external_folders_are_links_split_without_overlap(tmp_path):

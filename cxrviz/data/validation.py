@@ -36,12 +36,11 @@ def split_indices(labels: list[int], fraction: float, seed: int = 0, sources: li
         idx = groups[key]
         if len(idx) < 2 or (fraction == 0 and not folds):
             continue
-        if folds:  # round-robin over one permutation: the folds partition the group (a part of <= ceil(n/k) < n)
-            perm = torch.randperm(len(idx), generator=g).tolist()
-            val += [idx[j] for pos, j in enumerate(perm) if pos % folds == fold]
-            continue
-        k = min(len(idx) - 1, max(1, round(len(idx) * fraction)))
-        perm = torch.randperm(len(idx), generator=g)[:k].tolist()
+        perm = torch.randperm(len(idx), generator=g).tolist()
+        if folds:  # dealt round-robin: the folds partition the group (a part of <= ceil(n/k) < n images)
+            perm = perm[fold::folds]
+        else:
+            perm = perm[:min(len(idx) - 1, max(1, round(len(idx) * fraction)))]
         val += [idx[j] for j in perm]
     vs = set(val)
     return [i for i in range(len(labels)) if i not in vs], sorted(val)

@@ -29,9 +29,11 @@ def selected_on(r: Run) -> str:
     c = r.config
     if "val_fraction" not in c:
         return "test (old run)"
-    if c.get("val_folds") and (c.get("val_fraction") or 0) > 0:
+    if not (c.get("val_fraction") or 0) > 0:
+        return "test (every epoch)"
+    if c.get("val_folds"):
         return f"validation (fold {int(c.get('val_fold') or 0) + 1} of {int(c['val_folds'])})"
-    return "validation" if (c.get("val_fraction") or 0) > 0 else "test (every epoch)"
+    return "validation"
 
 
 def run_row(r: Run) -> dict:
