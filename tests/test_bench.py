@@ -72,11 +72,12 @@ def test_recipe_sweep_runs_and_reports(synthetic_folder, tmp_path):
     out = tmp_path / "sweep.jsonl"
     p = subprocess.run(["python3", "benchmarks/recipe_sweep.py", "--data", str(synthetic_folder), "--arch", "lenet5",
                         "--grid", "tiny", "--img-size", "32", "--epochs", "1", "--seeds", "0", "1", "--jobs", "2",
-                        "--threads", "1", "--device", "cpu", "--out", str(out)],
+                        "--threads", "1", "--device", "cpu", "--precision", "bf16", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 4 and all("error" not in r for r in rows), rows
+    assert all(r["precision"] == "bf16" for r in rows)  # --precision reaches every run (the next test: fp32)
     assert {(r["variant"], r["seed"]) for r in rows} == {(v, s) for v in ("recipe", "lr5e-4") for s in (0, 1)}
     assert all(0 <= r["acc"] <= 1 and len(r["accs"]) == 1 and r["img_size"] == 32 for r in rows)
     assert next(r for r in rows if r["variant"] == "lr5e-4")["overrides"] == {"lr": 5e-4}
@@ -97,7 +98,7 @@ def test_recipe_sweep_adds_a_source_scores_external_and_summarizes(synthetic_fol
     p = subprocess.run(["python3", "benchmarks/recipe_sweep.py", "--data", str(synthetic_folder), "--arch", "lenet5",
                         "--add", f"Normal={extra}:train", "--grid", "tiny", "--img-size", "32", "--epochs", "1",
                         "--seeds", "0", "1", "--jobs", "2", "--threads", "1", "--device", "cpu", "--out", str(out),
-                        "--save", str(store), "--external", f"ext={synthetic_folder / 'test'}"],
+                        "--precision", "fp32", "--save", str(store), "--external", f"ext={synthetic_folder / 'test'}"],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -105,6 +106,7 @@ def test_recipe_sweep_adds_a_source_scores_external_and_summarizes(synthetic_fol
     for r in rows:
         run = json.loads((store / r["run_id"] / "run.json").read_text())
         assert str(extra) in json.dumps(run["config"]["data"])  # trained on the mixed set
+        assert r["precision"] == run["config"]["precision_used"] == "fp32"
         e = r["external"]["ext"]
         assert e["n"] == 3 * SYNTHETIC_COUNTS["test"] and 0 <= e["balanced_accuracy"] <= 1
         assert set(e["recall"]) == {"Covid", "Normal", "Viral Pneumonia"}
