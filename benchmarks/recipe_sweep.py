@@ -75,9 +75,11 @@ GRIDS: dict[str, dict[str, dict]] = {
     "cpu": {"recipe": {}, "standard-aug": {"augment": "standard"}, "clahe": {"clahe": True},
             "strong-aug": {"augment": "strong"}, "standardize": {"standardize": True}},  # small CPU check
     # issue 11's CPU sweep: the recipe against each shortcut-aimed option alone (stronger scale and crop
-    # augmentation, CLAHE, per-image standardisation), chosen on validation, reported on test and external
+    # augmentation, CLAHE, per-image standardisation, the lung-field crop, and the crop with CLAHE and
+    # standardisation together), chosen on validation, reported on test and external
     "generalise": {"recipe": {}, "strong-aug": {"augment": "strong"}, "clahe": {"clahe": True},
-                   "standardize": {"standardize": True}},
+                   "standardize": {"standardize": True}, "lung-crop": {"lung_crop": True},
+                   "crop-clahe-std": {"lung_crop": True, "clahe": True, "standardize": True}},
     "tiny": {"recipe": {}, "lr5e-4": {"lr": 5e-4}},  # for the CPU test of this script
 }
 
