@@ -173,7 +173,9 @@ def tiny_runs(tmp_path_factory, synthetic_folder):
 
     root = tmp_path_factory.mktemp("runs")
     for arch, seed in (("resnet18", 0), ("resnet18", 1), ("lenet5", 0), ("alexnet", 0)):
-        cfg = TrainConfig(arch=arch, data=str(synthetic_folder), img_size=64, epochs=2, seed=seed, batch_size=32)
+        # fp32: "auto" probes bf16 on a CPU with bf16 instructions, and that choice depends on the machine's load
+        cfg = TrainConfig(arch=arch, data=str(synthetic_folder), img_size=64, epochs=2, seed=seed, batch_size=32,
+                          precision="fp32")
         save_run(train(cfg), root=root)
     return root, list_runs(root)[0]
 
