@@ -28,10 +28,9 @@ def _external_folder(dst: Path, n: int, classes: list[str]) -> str:
         return "Figure 1 COVID + OpenIST normal"
     from .data.synthetic import write_folder
 
-    write_folder(dst / "syn", counts={"test": max(1, n // 3)}, size=160)
-    shutil.move(str(dst / "syn" / "test"), str(dst / "x"))
-    for d in (dst / "x").iterdir():
-        shutil.move(str(d), str(dst / d.name))
+    with tempfile.TemporaryDirectory() as work:  # written beside, so only class folders end up in dst
+        write_folder(Path(work) / "syn", counts={"test": max(1, n // 3)}, size=160)
+        shutil.move(str(Path(work) / "syn" / "test"), str(dst))
     return "synthetic files"
 
 

@@ -170,3 +170,16 @@ def test_external_folders_are_links_split_without_overlap(tmp_path):
     bad = subprocess.run(["python3", "benchmarks/external_folders.py", str(tmp_path / "nope"), str(target)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
+
+
+def test_synthetic_external_folder_holds_only_the_class_folders(tmp_path, monkeypatch):
+    # without ../shared beside the clone the bench writes a synthetic external folder; a stray working folder
+    # in it would be read as an unknown class ("external class 'syn' is not a class of the run")
+    from cxrviz import bench_external
+    from cxrviz.external import open_external
+
+    monkeypatch.setattr(bench_external, "EXTERNAL_DATA", tmp_path / "absent")
+    what = bench_external._external_folder(tmp_path / "ext", 9, ["Covid", "Normal", "Viral Pneumonia"])
+    assert what == "synthetic files"
+    assert sorted(p.name for p in (tmp_path / "ext").iterdir()) == ["Covid", "Normal", "Viral Pneumonia"]
+    assert len(open_external(tmp_path / "ext", ["Covid", "Normal", "Viral Pneumonia"]).files) >= 3
