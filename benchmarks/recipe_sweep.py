@@ -79,7 +79,12 @@ GRIDS: dict[str, dict[str, dict]] = {
     # standardisation together), chosen on validation, reported on test and external
     "generalise": {"recipe": {}, "strong-aug": {"augment": "strong"}, "clahe": {"clahe": True},
                    "standardize": {"standardize": True}, "lung-crop": {"lung_crop": True},
-                   "crop-clahe-std": {"lung_crop": True, "clahe": True, "standardize": True}},
+                   "crop-clahe-std": {"lung_crop": True, "clahe": True, "standardize": True},
+                   # the three with augmentation on top (stop 23: the unseen-source goal's last tries)
+                   "crop-clahe-std-aug": {"lung_crop": True, "clahe": True, "standardize": True,
+                                          "augment": "standard"},
+                   "crop-clahe-std-strong": {"lung_crop": True, "clahe": True, "standardize": True,
+                                             "augment": "strong"}},
     "tiny": {"recipe": {}, "lr5e-4": {"lr": 5e-4}},  # for the CPU test of this script
 }
 
