@@ -8,8 +8,11 @@ sees local texture only: random ``--patch``-px patches whose centres lie inside 
 the lung crop of each image decoded at ``--img-size`` (CLAHE, per-patch standardisation). A whole image is
 scored by the mean softmax of a fixed grid of patches inside the template.
 
-Validation: a seeded stratified 15 % of the Kaggle training images (chooses nothing here; printed). Test: the
-Kaggle test split. ``--external NAME=FOLDER``: external folders (Covid/ + Normal/), reported only.
+Validation: a seeded class-stratified 15 % of the Kaggle training images, the same for every seed and every
+patch setting (chosen on by hand, README). It is this script's own split, not the trainer's
+(``cxrviz.data.validation.split_indices``): the same count, 37 images, but only 4 of them shared, so its figures
+are not comparable with the recipe sweep's validation column. Test: the Kaggle test split.
+``--external NAME=FOLDER``: external folders (Covid/ + Normal/), reported only.
 
     python benchmarks/patch_experiment.py --data ../shared/data/Covid19-dataset --external unseen=/tmp/ext/unseen \
         --seeds 0 1 2 --out patch.jsonl
@@ -83,7 +86,7 @@ def run(args, seed: int, data, test, exts) -> dict:
     x, y = data
     n = len(y)
     val = np.zeros(n, bool)
-    for c in np.unique(y.numpy()):  # one fixed stratified split for every seed (as the trainer's)
+    for c in np.unique(y.numpy()):  # one fixed stratified split for every seed (not the trainer's: see above)
         idx = np.random.default_rng(0).permutation(np.nonzero(y.numpy() == c)[0])
         val[idx[: max(1, round(0.15 * len(idx)))]] = True
     tr, va = np.nonzero(~val)[0], np.nonzero(val)[0]
