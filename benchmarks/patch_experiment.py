@@ -8,11 +8,13 @@ sees local texture only: random ``--patch``-px patches whose centres lie inside 
 the lung crop of each image decoded at ``--img-size`` (CLAHE, per-patch standardisation). A whole image is
 scored by the mean softmax of a fixed grid of patches inside the template.
 
-Validation: a seeded class-stratified 15 % of the Kaggle training images, the same for every seed and every
-patch setting (chosen on by hand, README). It is this script's own split, not the trainer's
-(``cxrviz.data.validation.split_indices``): the same count, 37 images, but only 4 of them shared, so its figures
-are not comparable with the recipe sweep's validation column. Test: the Kaggle test split.
-``--external NAME=FOLDER``: external folders (Covid/ + Normal/), reported only.
+Validation: the trainer's split (``cxrviz.data.validation.split_indices``, fraction ``--val-fraction``, split
+seed 0), the same 37 images for every seed and every patch setting and the same as the recipe sweep's, so
+the validation columns are comparable (stop 23's choice of the patch size used an earlier split of this script's
+own: the same count, only 4 images shared; README). Test: the Kaggle test split.
+``--external NAME=FOLDER``: external folders (Covid/ + Normal/), reported only. ``--probs DIR`` keeps each
+seed's per-image probabilities (validation, test, external; with paths) in ``DIR/seed{N}.npz`` for
+``benchmarks/ensemble_experiment.py``.
 
     python benchmarks/patch_experiment.py --data ../shared/data/Covid19-dataset --external unseen=/tmp/ext/unseen \
         --seeds 0 1 2 --out patch.jsonl
@@ -34,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from cxrviz.data import load_split, open_dataset  # noqa: E402
 from cxrviz.data.preprocess import clahe_uint8, cropped_template, lung_crop  # noqa: E402
+from cxrviz.data.validation import split_indices  # noqa: E402
 from cxrviz.external import balanced_accuracy, load_images, open_external  # noqa: E402
 from cxrviz.lungs import lung_mask  # noqa: E402
 from cxrviz.metrics import roc_auc_ovr  # noqa: E402
@@ -80,16 +83,11 @@ def score(model, x: torch.Tensor, cs: np.ndarray, patch: int, k: int) -> torch.T
     return torch.stack(out)
 
 
-def run(args, seed: int, data, test, exts) -> dict:
+def run(args, seed: int, data, test, exts, paths: dict) -> dict:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     x, y = data
-    n = len(y)
-    val = np.zeros(n, bool)
-    for c in np.unique(y.numpy()):  # one fixed stratified split for every seed (not the trainer's: see above)
-        idx = np.random.default_rng(0).permutation(np.nonzero(y.numpy() == c)[0])
-        val[idx[: max(1, round(0.15 * len(idx)))]] = True
-    tr, va = np.nonzero(~val)[0], np.nonzero(val)[0]
+    tr, va = (np.asarray(i, dtype=np.int64) for i in split_indices(y.tolist(), args.val_fraction, 0))
     cs = centres(x.shape[-1], args.patch)
     model = get_spec(args.arch).build(num_classes=3, in_channels=1)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
@@ -116,8 +114,13 @@ def run(args, seed: int, data, test, exts) -> dict:
     pt = score(model, test[0], cs, args.patch, args.grid)
     row["test_acc"] = float((pt.argmax(1) == test[1]).float().mean())
     row["external"] = {}
+    keep = {"val_paths": np.array([paths["train"][i] for i in va]), "val_labels": y[va].numpy(),
+            "val_probs": pv.numpy(), "test_paths": np.array(paths["test"]), "test_labels": test[1].numpy(),
+            "test_probs": pt.numpy()}
     for name, (ex, ey, classes) in exts.items():
         pe = score(model, ex, cs, args.patch, args.grid)
+        keep.update({f"ext_{name}_paths": np.array(paths[name]), f"ext_{name}_labels": ey.numpy(),
+                     f"ext_{name}_probs": pe.numpy()})
         pred = pe.argmax(1).numpy()
         present = sorted(set(ey.tolist()))
         bal, lo, hi = balanced_accuracy(ey.numpy(), pred, present)
@@ -125,6 +128,11 @@ def run(args, seed: int, data, test, exts) -> dict:
                                  "recall": {classes[c]: float((pred[ey.numpy() == c] == c).mean()) for c in present},
                                  "predicted": np.bincount(pred, minlength=3).tolist(),
                                  "roc_auc": roc_auc_ovr(ey.numpy(), pe.numpy(), classes)}
+    if args.probs:
+        Path(args.probs).mkdir(parents=True, exist_ok=True)
+        tmp = Path(args.probs) / f".seed{seed}.tmp.npz"
+        np.savez_compressed(tmp, **keep)
+        tmp.replace(Path(args.probs) / f"seed{seed}.npz")
     return row
 
 
@@ -142,6 +150,8 @@ def main() -> None:
     ap.add_argument("--grid", type=int, default=25, help="patches per image when scoring")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--val-fraction", type=float, default=0.15)
+    ap.add_argument("--probs", default=None, metavar="DIR", help="keep per-image probabilities in DIR/seed{N}.npz")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -150,14 +160,15 @@ def main() -> None:
     te = load_split(src, "test", args.img_size)
     data = (prepare(tr.images), tr.labels)
     test = (prepare(te.images), te.labels)
-    exts = {}
+    exts, paths = {}, {"train": tr.paths, "test": te.paths}
     for spec in args.external:
         name, _, folder = spec.partition("=")
         ext = open_external(folder, src.classes)
         im = load_images(ext, args.img_size)
         exts[name] = (prepare(im.images), im.labels, src.classes)
+        paths[name] = im.paths
     for s in args.seeds:
-        row = run(args, s, data, test, exts)
+        row = run(args, s, data, test, exts, paths)
         print(json.dumps(row), flush=True)
         if args.out:
             with open(args.out, "a") as f:

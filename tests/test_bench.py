@@ -5,6 +5,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import SYNTHETIC_COUNTS
 from cxrviz.bench import format_report, run_bench, sanity_problems
 
@@ -211,7 +213,8 @@ def test_patch_experiment_trains_on_lung_patches_and_scores_external(synthetic_f
     out = tmp_path / "patch.jsonl"
     r = subprocess.run(["python3", "benchmarks/patch_experiment.py", "--data", str(synthetic_folder),
                         "--img-size", "64", "--patch", "32", "--epochs", "1", "--per-image", "2", "--batch", "8",
-                        "--grid", "4", "--external", f"ext={synthetic_folder / 'test'}", "--out", str(out)],
+                        "--grid", "4", "--external", f"ext={synthetic_folder / 'test'}", "--out", str(out),
+                        "--probs", str(tmp_path / "probs")],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     row = json.loads(out.read_text().splitlines()[0])
@@ -219,3 +222,53 @@ def test_patch_experiment_trains_on_lung_patches_and_scores_external(synthetic_f
     e = row["external"]["ext"]
     assert 0 <= e["balanced_accuracy"] <= 1 and set(e["recall"]) == {"Covid", "Normal", "Viral Pneumonia"}
     assert sum(e["predicted"]) == 3 * SYNTHETIC_COUNTS["test"] and "macro" in e["roc_auc"]
+
+
+def test_ensemble_experiment_averages_the_two_models_on_every_split(synthetic_folder, tiny_runs, tmp_path):
+    """benchmarks/ensemble_experiment.py (the README's whole-image + lung-patch row): per seed, the mean of a
+    stored run's and the patch model's probabilities, on the same validation, test and external images, with
+    both models' own figures beside it; a run of another seed is refused in one line."""
+    import numpy as np
+
+    from cxrviz.external import summarize
+
+    root, runs = tiny_runs
+    run = next(r for r in runs if r.arch == "alexnet")
+    probs = tmp_path / "probs"
+    ext = synthetic_folder / "test"
+    r = subprocess.run(["python3", "benchmarks/patch_experiment.py", "--data", str(synthetic_folder),
+                        "--img-size", "64", "--patch", "32", "--epochs", "1", "--per-image", "2", "--batch", "8",
+                        "--grid", "4", "--external", f"ext={ext}", "--probs", str(probs)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = tmp_path / "ens.jsonl"
+    cmd = ["python3", "benchmarks/ensemble_experiment.py", "--data", str(synthetic_folder), "--runs", str(root),
+           "--probs", str(probs), "--external", f"ext={ext}", "--out", str(out)]
+    r = subprocess.run(cmd + ["--run", f"0={run.id}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = json.loads(out.read_text())
+    assert set(row["splits"]) == {"val", "test", "ext"}
+    assert row["splits"]["val"]["n"] == len(run.meta["dataset"]["val_paths"]) > 0
+    assert row["splits"]["test"]["n"] == row["splits"]["ext"]["n"] == 3 * SYNTHETIC_COUNTS["test"]
+    # the mean is the average of the two models' probabilities on the same images, in the same order
+    npz = np.load(probs / "seed0.npz")
+    pos = {str(p): i for i, p in enumerate(npz["test_paths"])}
+    pr = run.predictions
+    b = npz["test_probs"][[pos[p] for p in pr["paths"]]]
+    want = summarize(pr["labels"], (np.asarray(pr["probs"]) + b) / 2, run.classes)
+    got = row["splits"]["test"]
+    assert got["mean"]["accuracy"] == want["accuracy"] and got["mean"]["predicted"] == want["predicted"]
+    assert got["mean"]["roc_auc"] == pytest.approx(want["roc_auc"]) != got["whole"]["roc_auc"]  # ranks by the mean
+    assert got["whole"]["accuracy"] == run.evaluation["accuracy"]
+    # gate: the patch model's P(Normal) kept, the rest split in the whole-image model's Covid : Viral Pneumonia
+    a = np.asarray(pr["probs"])
+    k = run.classes.index("Normal")
+    g = np.delete(a, k, 1) / np.delete(a, k, 1).sum(1, keepdims=True) * (1 - b[:, [k]])
+    g = np.insert(g, k, b[:, k], 1)
+    assert np.allclose(g.sum(1), 1) and np.allclose(g[:, k], b[:, k])
+    want = summarize(pr["labels"], g, run.classes)
+    assert got["gate"]["predicted"] == want["predicted"] and got["gate"]["roc_auc"] == pytest.approx(want["roc_auc"])
+    assert got["patch"]["accuracy"] == summarize(pr["labels"], b, run.classes)["accuracy"]
+    r = subprocess.run(cmd + ["--run", f"1={run.id}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and r.stderr.strip().splitlines()[-1].startswith("error: run ") \
+        and "Traceback" not in r.stderr
