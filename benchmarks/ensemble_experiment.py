@@ -23,7 +23,6 @@ models' and the two combinations' figures side by side (``whole``, ``patch``, ``
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -32,6 +31,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from patch_experiment import emit  # noqa: E402  (the sibling script: its per-seed files are this one's input)
 
 from cxrviz.data import load_split, open_dataset  # noqa: E402
 from cxrviz.external import score_run, summarize  # noqa: E402
@@ -125,11 +126,7 @@ def main() -> None:
         raise SystemExit(f"error: the whole-image runs have different image sizes {sorted(sizes)}")
     train_set = load_split(src, "train", int(sizes.pop()))
     for seed, rid in args.run:
-        row = one_seed(seed, rid, args, train_set)
-        print(json.dumps(row), flush=True)
-        if args.out:
-            with open(args.out, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        emit(one_seed(seed, rid, args, train_set), args.out)
 
 
 if __name__ == "__main__":

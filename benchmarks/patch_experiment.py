@@ -136,6 +136,14 @@ def run(args, seed: int, data, test, exts, paths: dict) -> dict:
     return row
 
 
+def emit(row: dict, out: str | None) -> None:
+    """Print one result row as JSON and, with --out, append it to that JSON-lines file."""
+    print(json.dumps(row), flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="dataset folder (default: the built-in synthetic set)")
@@ -168,11 +176,7 @@ def main() -> None:
         exts[name] = (prepare(im.images), im.labels, src.classes)
         paths[name] = im.paths
     for s in args.seeds:
-        row = run(args, s, data, test, exts, paths)
-        print(json.dumps(row), flush=True)
-        if args.out:
-            with open(args.out, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        emit(run(args, s, data, test, exts, paths), args.out)
 
 
 if __name__ == "__main__":
