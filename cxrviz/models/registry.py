@@ -111,18 +111,17 @@ GOOGLENET = "Szegedy et al., Going Deeper with Convolutions, CVPR 2015"
 RESNET = "He et al., Deep Residual Learning for Image Recognition, CVPR 2016"
 LENET = "LeCun et al., Gradient-Based Learning Applied to Document Recognition, Proc. IEEE 1998"
 
-# Recipes: 20-epoch, 128 px runs on the Kaggle Covid19 set (README, "Accuracy"). Chosen on validation only
-# (issue 11; benchmarks/recipe_sweep.py, 3 seeds, final-epoch accuracy on a 15 % stratified split, the test split
-# scored once and reported): ResNet-18's recipe beat strong augmentation, CLAHE and per-image standardisation;
-# GoogLeNet's was the only variant run; AlexNet's tied variants were separated by 5-fold cross-validation
-# (recipe_sweep.py --folds 5: no augmentation 92.4 % against CLAHE and standardisation 91.2 %, strong augmentation
-# 87.3 %). VGG-19 (3 seeds, bf16 on the CPU) chose SGD at 0.005 over the family's 0.01 and over 0.01 with
-# weight averaging (EMA 0.99): validation 87.4 / 85.6 / 86.5 %, a margin under one of the 37 validation images
-# per seed. VGG-11/13/16 keep 0.01 (VGG-16 was run only with it). On top of 0.005, per-image standardisation
-# scored 91.0 % on validation (CLAHE 88.3, strong augmentation 83.8): validation's pick, not yet a recipe field.
-# AlexNet has no normalisation layers: with SGD at 0.01 it predicts one class for six epochs and ends near
-# 73 %; Adam at 1e-4 trains it. GoogLeNet and ResNet-18 take AdamW at 1e-3; VGG-19 with AdamW stalls (62 %
-# after 8 epochs) but trains with SGD at 0.01 (0.02 diverges).
+# Recipes: 20-epoch, 128 px runs on the Kaggle Covid19 set (README, "Accuracy"). Chosen on validation only (issue 11;
+# benchmarks/recipe_sweep.py, 3 seeds, final-epoch accuracy on a 15 % stratified split, the test split scored once and
+# reported): ResNet-18's recipe beat five shortcut-aimed options (the lung crop tied it); GoogLeNet's beat strong
+# augmentation, CLAHE and per-image standardisation; AlexNet's tied variants were separated by 5-fold cross-validation
+# (recipe_sweep.py --folds 5: no augmentation 92.4 % against CLAHE and standardisation 91.2 %, strong augmentation 87.3
+# %). VGG-19 (3 seeds, bf16 on the CPU) chose SGD at 0.005 over the family's 0.01 and over 0.01 with weight averaging
+# (EMA 0.99): validation 87.4 / 85.6 / 86.5 %, a margin under one of the 37 validation images per seed. VGG-11/13/16
+# keep 0.01 (VGG-16 was run only with it). On top of 0.005, per-image standardisation scored 91.0 % on validation (CLAHE
+# 88.3, strong augmentation 83.8): validation's pick, not yet a recipe field. AlexNet has no normalisation layers: with
+# SGD at 0.01 it predicts one class for six epochs and ends near 73 %; Adam at 1e-4 trains it. GoogLeNet and ResNet-18
+# take AdamW at 1e-3; VGG-19 with AdamW stalls (62 % after 8 epochs) but trains with SGD at 0.01 (0.02 diverges).
 _ALEX = Recipe(optimizer="adam", lr=1e-4, weight_decay=0.0, batch_size=32, warmup_epochs=2, label_smoothing=0.0,
                augment="none")
 _VGG = Recipe(optimizer="sgd", lr=0.01, weight_decay=5e-4, momentum=0.9, batch_size=32, warmup_epochs=1,
