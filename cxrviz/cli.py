@@ -403,8 +403,9 @@ def _add_train_args(p: argparse.ArgumentParser, with_arch: bool) -> None:
     p.add_argument("--clahe", action="store_true", help="adaptive histogram equalisation of every image")
     p.add_argument("--lung-crop", action="store_true",
                    help="crop every image to the lung fields (fixed template + margin) before the model sees it")
-    p.add_argument("--standardize", action="store_true",
-                   help="per-image intensity standardisation (zero mean, unit sd) instead of the set's mean/sd")
+    p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
+                   help="per-image intensity standardisation (zero mean, unit sd) instead of the set's mean/sd "
+                        "(default: the architecture's recipe; on for VGG-19)")
     p.add_argument("--select", choices=["final", "best-val"], default="final",
                    help="weights scored on the test split: the final epoch's, or the best on validation")
     if with_arch:

@@ -80,7 +80,7 @@ class TrainConfig:
     val_fold: int = 0  # (data/validation.py) instead of ``val_fraction``, which is then recorded as 1 / val_folds
     select: str = "final"  # final | best_val: the weights scored once on the test split at the end
     clahe: bool = False  # adaptive histogram equalisation of every image (cxrviz/data/preprocess.py)
-    standardize: bool = False  # per-image intensity standardisation instead of the training set's mean/std
+    standardize: bool | None = None  # per-image intensity standardisation instead of the set's mean/sd; None = recipe
     lung_crop: bool = False  # crop to the lung-field template's box (+ margin), resized back (data/preprocess.py)
 
     def resolved(self) -> "TrainConfig":
@@ -89,7 +89,7 @@ class TrainConfig:
         r = spec.recipe
         c = replace(self, arch=spec.name)
         for f in ("img_size", "epochs", "batch_size", "optimizer", "lr", "weight_decay", "momentum", "schedule",
-                  "warmup_epochs", "label_smoothing", "augment", "ema"):
+                  "warmup_epochs", "label_smoothing", "augment", "ema", "standardize"):
             if getattr(c, f) is None:
                 setattr(c, f, getattr(r, f))
         if c.img_size < spec.min_size:

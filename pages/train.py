@@ -173,7 +173,7 @@ def settings_form(chosen: list[str]) -> tuple[list[TrainConfig], list[TrainConfi
                                   "heart is on the left).")
     seeds_text = g.text_input("Seeds", value="0", key="t_seeds", help="One or several: 0  ·  0, 1, 2  ·  0-4")
     device = _device_choice(h)
-    i, j, k, m = st.columns(4)
+    i, j, k, m, n = st.columns(5)
     precision = i.selectbox("Precision", list(PRECISIONS), key="t_precision",
                             help="auto: bf16 autocast + channels-last where the device is faster with it (a GPU; a "
                                  "CPU with AVX512-BF16/AMX after a short probe), else fp32. The run records which.")
@@ -184,13 +184,18 @@ def settings_form(chosen: list[str]) -> tuple[list[TrainConfig], list[TrainConfi
     select = k.selectbox("Test the weights of", ["final", "best_val"], key="t_select",
                          format_func=lambda v: {"final": "the final epoch",
                                                 "best_val": "the best epoch on validation"}[v])
-    prep = m.multiselect("Preprocessing", ["lung_crop", "clahe", "standardize"], key="t_preprocess",
-                         format_func=lambda v: {"lung_crop": "lung crop", "clahe": "CLAHE",
-                                                "standardize": "per-image standardisation"}[v],
+    prep = m.multiselect("Preprocessing", ["lung_crop", "clahe"], key="t_preprocess",
+                         format_func=lambda v: {"lung_crop": "lung crop", "clahe": "CLAHE"}[v],
                          help="Lung crop: each image cropped to the lung fields (a fixed template, plus a margin) "
-                              "before the model sees it; CLAHE: adaptive histogram equalisation; per-image "
-                              "standardisation: each image to zero mean and unit sd. Recorded with the run and "
-                              "applied again at prediction time.")
+                              "before the model sees it; CLAHE: adaptive histogram equalisation. Recorded with the "
+                              "run and applied again at prediction time.")
+    scale = {True: "per image", False: "training set's mean/sd"}
+    intensity = n.selectbox("Intensity scaling", ["recipe", "per_image", "dataset"], key="t_intensity",
+                            format_func=lambda o: (_recipe("standardize", lambda v: scale[v]) if o == "recipe" else
+                                                   scale[o == "per_image"]),
+                            help="per image: each image to zero mean and unit sd (VGG-19's recipe, chosen on "
+                                 "validation); training set's mean/sd: one shift and scale for every image (the "
+                                 "other recipes). Recorded with the run and applied again at prediction time.")
 
     problems: list[str] = []
     seeds: list[int] = []
@@ -208,8 +213,8 @@ def settings_form(chosen: list[str]) -> tuple[list[TrainConfig], list[TrainConfi
                                        optimizer=None if opt_choice == "recipe" else opt_choice,
                                        augment=None if aug_choice == "recipe" else aug_choice, seed=seed,
                                        device=device, precision=precision, val_fraction=val_fraction,
-                                       select=select, clahe="clahe" in prep, standardize="standardize" in prep,
-                                       lung_crop="lung_crop" in prep))
+                                       select=select, clahe="clahe" in prep, lung_crop="lung_crop" in prep,
+                                       standardize=None if intensity == "recipe" else intensity == "per_image"))
     resolved: list[TrainConfig] = []
     for cfg in configs:
         try:

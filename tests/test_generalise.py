@@ -49,7 +49,13 @@ def test_experiment_trains_both_arms_scores_them_and_reuses_stored_runs(folders,
     # the external Normal folder holds copies of the extra source's files: said under the table, named
     assert OPTIMISTIC in out and ("external Normal: 3 image(s) from training source extra-src (3 byte-identical "
                                   "to its files; trained on by the mixed runs)") in out
-    # again, as JSON: both runs are reused (nothing trained), and the numbers are measured as described
+    # again, as JSON: both runs are reused (nothing trained), and the numbers are measured as described; a run
+    # stored before the preprocessing options existed (no such keys in its config) had them off: still reusable
+    for run in runs:
+        meta = json.loads((run.path / "run.json").read_text())
+        meta["config"] = {k: v for k, v in meta["config"].items() if k not in ("clahe", "standardize", "lung_crop")}
+        (run.path / "run.json").write_text(json.dumps(meta))
+    runs = list_runs(ckpt_root)[0]
     rc, out, err = _run([*args, "--format", "json"], capsys)
     assert rc == 0, err
     assert "reusing stored run" in err and "training ..." not in err and len(list_runs(ckpt_root)[0]) == 2

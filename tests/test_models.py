@@ -116,11 +116,16 @@ def test_recipes_differ_where_they_must():
     # AlexNet has no normalisation layers: its recipe is not ResNet's
     assert get_spec("alexnet").recipe != get_spec("resnet18").recipe
     assert get_spec("alexnet").recipe.optimizer == "adam" and get_spec("alexnet").recipe.lr < 1e-3
-    # VGG-19 chose SGD at 0.005 on validation (README, "Accuracy"); the rest of the family keeps 0.01, the same
-    # recipe otherwise, and a run of VGG-19 gets its own
+    # VGG-19 chose SGD at 0.005 and then per-image standardisation on validation (README, "Accuracy"); the rest
+    # of the family keeps 0.01 and the set's mean/sd, the same recipe otherwise, and a run of VGG-19 gets its own
     v19, v16 = get_spec("vgg19").recipe, get_spec("vgg16").recipe
-    assert (v19.optimizer, v19.lr, v16.lr) == ("sgd", 0.005, 0.01) and replace(v19, lr=v16.lr) == v16
-    assert TrainConfig(arch="vgg19").resolved().lr == 0.005
+    assert (v19.optimizer, v19.lr, v16.lr) == ("sgd", 0.005, 0.01) and v19.standardize and not v16.standardize
+    assert replace(v19, lr=v16.lr, standardize=False) == v16
+    c = TrainConfig(arch="vgg19").resolved()
+    assert c.lr == 0.005 and c.standardize is True
+    assert TrainConfig(arch="vgg19", standardize=False).resolved().standardize is False  # an explicit choice wins
+    assert TrainConfig(arch="resnet18").resolved().standardize is False
+    assert TrainConfig(arch="resnet18", standardize=True).resolved().standardize is True
 
 
 # the Grad-CAM layers as they were hand-counted before they were named by rule (CamLayer)

@@ -131,7 +131,8 @@ def test_a_lung_crop_runs_probes_and_grad_cam_are_in_the_cropped_frame(tmp_path)
 
 
 def test_train_page_lung_crop_option_reaches_the_job(ckpt_root):
-    """The Train page's Preprocessing choice "lung crop" launches a job whose config has lung_crop set."""
+    """The Train page's Preprocessing choice "lung crop" launches a job whose config has lung_crop set; its
+    Intensity scaling choice "per image" overrides LeNet-5's recipe (the set's mean/sd)."""
     from pathlib import Path
 
     from streamlit.testing.v1 import AppTest
@@ -149,14 +150,46 @@ def test_train_page_lung_crop_option_reaches_the_job(ckpt_root):
         at.switch_page("pages/train.py").run()
         assert "lung crop" in at.multiselect(key="t_preprocess").options
         at.multiselect(key="t_preprocess").set_value(["lung_crop"])
+        assert at.selectbox(key="t_intensity").value == "recipe"
+        at.selectbox(key="t_intensity").set_value("per_image")
         tiny_train_settings(at).button(key="t_launch").click().run()
         assert not at.exception
         snap, = reg.snapshots()
-        assert snap.config["lung_crop"] and not snap.config["clahe"]
+        assert snap.config["lung_crop"] and not snap.config["clahe"] and snap.config["standardize"] is True
     finally:
         reg.stop_all(keep=False)
         reg.wait(60)
         reg.clear_finished()
+
+
+def test_standardisation_follows_the_recipe_unless_the_user_chooses(ckpt_root):
+    """VGG-19's recipe standardises each image, the others use the set's mean/sd: the CLI and the Train page
+    leave it to the recipe unless told (--standardize / --no-standardize; the page's Intensity scaling)."""
+    from cxrviz.cli import _configs, build_parser
+
+    def configs(*flags):
+        a = build_parser().parse_args(["train", "--arch", "vgg19", "--img-size", "32", *flags])
+        return {c.arch: c.standardize for c in _configs(a, ["vgg19", "vgg16"])}
+
+    assert configs() == {"vgg19": True, "vgg16": False}
+    assert configs("--no-standardize") == {"vgg19": False, "vgg16": False}
+    assert configs("--standardize") == {"vgg19": True, "vgg16": True}
+
+
+def test_train_page_intensity_recipe_names_each_architectures_choice(ckpt_root):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/train.py").run()
+    at.checkbox(key="t_arch_resnet18").uncheck()
+    at.checkbox(key="t_arch_vgg19").check()
+    at.checkbox(key="t_arch_vgg16").check().run()
+    assert not at.exception
+    assert at.selectbox(key="t_intensity").options[0] == "recipe: training set's mean/sd (VGG-16), per image (VGG-19)"
+    assert not at.error  # both resolve: VGG-19 standardises each image, VGG-16 does not
 
 
 def test_cli_lung_crop_flag_is_recorded(ckpt_root, capsys):
