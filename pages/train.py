@@ -245,7 +245,8 @@ def estimate_panel(src, resolved: list[TrainConfig]) -> None:
         plan = pd.DataFrame([{
             "model": get_spec(cfg.arch).display, "seed": cfg.seed, "size (px)": cfg.img_size,
             "epochs": cfg.epochs, "batch": cfg.batch_size, "optimiser": cfg.optimizer, "lr": f"{cfg.lr:g}",
-            "augment": cfg.augment, "GFLOPs": format_gflops(est.gflops),
+            "augment": cfg.augment, "intensity": "per image" if cfg.standardize else "set mean/sd",
+            "GFLOPs": format_gflops(est.gflops),
             "per epoch": format_duration(est.epoch_seconds),
             "estimate": format_duration(est.seconds) + ("" if est.measured else " (rough)"),
         } for cfg, est in zip(resolved, ests)])
