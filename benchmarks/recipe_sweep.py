@@ -89,6 +89,10 @@ GRIDS: dict[str, dict[str, dict]] = {
 }
 
 
+SETTINGS = ("optimizer", "lr", "weight_decay", "batch_size", "schedule", "label_smoothing", "augment", "ema", "clahe",
+            "standardize", "lung_crop")
+
+
 def run_one(arch: str, variant: str, overrides: dict, seed: int, args) -> dict:
     """Train one configuration in-process and return its result row."""
     import torch
@@ -110,7 +114,9 @@ def run_one(arch: str, variant: str, overrides: dict, seed: int, args) -> dict:
         run = save_run(res, args.save)  # None: the default run store (checkpoints/)
         extra["run_id"] = run.id
         extra["external"] = {name: external_summary(run, folder) for name, folder in args.external}
-    return {"arch": arch, "variant": variant, "overrides": overrides, "seed": seed, "device": args.device,
+    settings = {k: res.config.get(k) for k in SETTINGS}  # the recipe as it ran: "recipe" changes when the registry does
+    return {"arch": arch, "variant": variant, "overrides": overrides, "settings": settings, "seed": seed,
+            "device": args.device,
             "img_size": args.img_size, "epochs": args.epochs, "precision": res.config.get("precision_used"),
             "acc": res.evaluation["accuracy"],
             "val_acc": accs[-1] if held == "val_acc" else None, "val_fraction": res.config["val_fraction"],

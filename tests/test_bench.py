@@ -83,6 +83,9 @@ def test_recipe_sweep_runs_and_reports(synthetic_folder, tmp_path):
     assert {(r["variant"], r["seed"]) for r in rows} == {(v, s) for v in ("recipe", "lr5e-4") for s in (0, 1)}
     assert all(0 <= r["acc"] <= 1 and len(r["accs"]) == 1 and r["img_size"] == 32 for r in rows)
     assert next(r for r in rows if r["variant"] == "lr5e-4")["overrides"] == {"lr": 5e-4}
+    # each row records the settings it ran with, the recipe's included (it changes when the registry does)
+    assert {r["variant"]: r["settings"]["lr"] for r in rows} == {"recipe": 2e-3, "lr5e-4": 5e-4}
+    assert all(r["settings"]["optimizer"] == "adamw" and r["settings"]["standardize"] is False for r in rows)
     table = p.stdout[p.stdout.index("final test accuracy"):]
     assert "recipe" in table and "lr5e-4" in table and "mean" in table
 
