@@ -93,7 +93,6 @@ def _dataset_key(d: dict) -> tuple:
 
 def find_reusable(config, source, runs) -> object | None:
     """The newest stored, finished run with this exact configuration (device aside) on the same data."""
-    from .runs import PREPROCESSING_FLAGS
     from .train import TrainConfig
 
     skip = {"device", "data"}
@@ -104,7 +103,7 @@ def find_reusable(config, source, runs) -> object | None:
         if r.status != "done" or not r.evaluation:
             continue
         try:
-            c = TrainConfig.from_dict({**dict.fromkeys(PREPROCESSING_FLAGS, False), **r.config})  # older runs: off
+            c = TrainConfig.from_dict(r.config)  # Run.config: flags an older run lacks are off
             same = ({k: getattr(c, k) for k in want} == want and _folders(c.data) == data_key
                     and _dataset_key(r.meta.get("dataset", {})) == ds_key)
         except (CxrvizError, TypeError, ValueError):

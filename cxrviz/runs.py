@@ -31,7 +31,7 @@ from .models.registry import UnknownArchitecture
 FORMAT_VERSION = 1
 CHECKPOINTS_ENV = "CXRVIZ_CHECKPOINTS"
 REQUIRED = ("run.json", "history.json", "predictions.json")
-PREPROCESSING_FLAGS = ("clahe", "standardize", "lung_crop")  # TrainConfig options added later, default off
+PREPROCESSING_FLAGS = ("clahe", "standardize", "lung_crop")  # TrainConfig options added later: off when missing
 
 
 class RunError(CxrvizError):
@@ -53,7 +53,8 @@ class Run:
 
     @property
     def config(self) -> dict:
-        return self.meta["config"]
+        """The run's TrainConfig as stored; a preprocessing flag an older run lacks was off."""
+        return {**dict.fromkeys(PREPROCESSING_FLAGS, False), **self.meta["config"]}
 
     @property
     def arch(self) -> str:
@@ -92,9 +93,6 @@ class Run:
     def group_key(self) -> str:
         """Runs that differ only in seed share this key (a seed group)."""
         c = {k: v for k, v in self.config.items() if k not in ("seed", "device")}
-        for k in PREPROCESSING_FLAGS:  # off is off, whether stored as false or (older runs) not at all
-            if not c.get(k):
-                c.pop(k, None)
         c["dataset"] = self.meta["dataset"].get("root") or "synthetic"
         return json.dumps(c, sort_keys=True)
 
