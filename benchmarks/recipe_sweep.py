@@ -39,6 +39,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,14 +90,12 @@ GRIDS: dict[str, dict[str, dict]] = {
 }
 
 
-SETTINGS = ("optimizer", "lr", "weight_decay", "batch_size", "schedule", "label_smoothing", "augment", "ema", "clahe",
-            "standardize", "lung_crop")
-
-
 def run_one(arch: str, variant: str, overrides: dict, seed: int, args) -> dict:
     """Train one configuration in-process and return its result row."""
     import torch
 
+    from cxrviz.models.registry import Recipe
+    from cxrviz.runs import PREPROCESSING_FLAGS
     from cxrviz.train import TrainConfig, train
 
     if args.threads:
@@ -114,7 +113,8 @@ def run_one(arch: str, variant: str, overrides: dict, seed: int, args) -> dict:
         run = save_run(res, args.save)  # None: the default run store (checkpoints/)
         extra["run_id"] = run.id
         extra["external"] = {name: external_summary(run, folder) for name, folder in args.external}
-    settings = {k: res.config.get(k) for k in SETTINGS}  # the recipe as it ran: "recipe" changes when the registry does
+    # the recipe as it ran ("recipe" changes when the registry does): every Recipe field and preprocessing flag
+    settings = {k: res.config.get(k) for k in [f.name for f in fields(Recipe)] + list(PREPROCESSING_FLAGS)}
     return {"arch": arch, "variant": variant, "overrides": overrides, "settings": settings, "seed": seed,
             "device": args.device,
             "img_size": args.img_size, "epochs": args.epochs, "precision": res.config.get("precision_used"),
