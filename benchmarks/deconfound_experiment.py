@@ -1,0 +1,209 @@
+"""Experiment (stop 27, issue 11's unseen-source goal): learn "Normal or not" from one age group only.
+
+In the Kaggle set every Covid image is an adult's and every Normal and Viral Pneumonia image a child's, so a
+3-class model can answer "Covid or Normal?" by age, and does (README: adult normals called "Covid"). Here
+"Normal or not" is learnt where age carries no information about the label:
+
+- **stage 1**: the architecture trained on the Kaggle training images of Normal and Viral Pneumonia only (both
+  classes children's, from one source): it can only learn clear lungs against pneumonia;
+- **stage 2**: the architecture's usual 3-class run on the whole training split;
+- **combined** by the gate rule of ``ensemble_experiment.py`` (stop 24): stage 1's P(Normal) is kept, the rest
+  is split between Covid and Viral Pneumonia in stage 2's proportions.
+
+Protocol, fixed in this file before any external image was scored with it:
+
+- validation = the trainer's split (fraction 0.15, split seed 0: the 37 images of every other row); both stages
+  hold them out. Stage 1 trains on the remaining Normal and Viral Pneumonia images with no split of its own
+  (val_fraction 0: final weights; its per-epoch test scores choose nothing).
+- stage-1 variants (``--variants``): ``recipe`` and ``crop-clahe-std-aug`` (lung crop, CLAHE, per-image
+  standardisation, standard augmentation); stage 2 is the recipe.
+- the summary chooses the variant with the highest mean validation accuracy of the combined model over the seeds
+  (ties: the higher mean validation ROC AUC of stage 1's P(Normal), Normal against the rest, whose "rest"
+  includes the adult Covid images stage 1 never saw; then the first listed). Test and ``--external`` folders are
+  reported for every variant, never used to choose.
+
+Stage 2 still tells Covid from Viral Pneumonia as the 3-class model does (on the Kaggle set: by age, too), so
+the combined model would call an adult non-COVID pneumonia "Covid"; no folder here has one to show it.
+
+    python benchmarks/deconfound_experiment.py --data ../shared/data/Covid19-dataset --seeds 0 1 2 \\
+        --runs DECONF_RUNS --external unseen=/tmp/ext/unseen --out deconfound.jsonl
+    python benchmarks/deconfound_experiment.py --summarize deconfound.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from ensemble_experiment import gate, headline  # noqa: E402
+from patch_experiment import emit  # noqa: E402
+from recipe_sweep import mean_sd, pct  # noqa: E402
+
+from cxrviz.data import load_split, open_dataset  # noqa: E402
+from cxrviz.data.dataset import DatasetSource, display_path  # noqa: E402
+from cxrviz.external import load_images, open_external  # noqa: E402
+from cxrviz.runs import load_model, save_run  # noqa: E402
+from cxrviz.train import TrainConfig, predict_probs, train  # noqa: E402
+
+NORMAL = "Normal"
+SAME_AGE = (NORMAL, "Viral Pneumonia")  # the two classes whose images are all children's in the Kaggle set
+VARIANTS = {"recipe": {},
+            "crop-clahe-std-aug": {"lung_crop": True, "clahe": True, "standardize": True, "augment": "standard"}}
+
+
+def subset_source(src: DatasetSource, classes: tuple[str, ...], exclude: set[str]) -> DatasetSource:
+    """The dataset restricted to ``classes`` (relabelled 0..k-1 in that order), without the files whose
+    display path is in ``exclude`` (the 3-class run's validation images)."""
+    missing = [c for c in classes if c not in src.classes]
+    if missing:
+        raise SystemExit(f"error: {src.label} has no class {missing[0]!r} (classes: {', '.join(src.classes)})")
+    files = {split: [(p, classes.index(src.classes[y])) for p, y in items
+                     if src.classes[y] in classes and display_path(src, p) not in exclude]
+             for split, items in src.files.items()}
+    return DatasetSource(name=f"{src.name} ({' + '.join(classes)} only)", root=src.root, classes=list(classes),
+                         files=files, split_dirs=dict(src.split_dirs))
+
+
+def stored(res, runs: str | None):
+    """Save a training result as a run and load it back (model and preprocessing exactly as stored)."""
+    run = save_run(res, runs)
+    model, pre = load_model(run)
+    return run, model, pre
+
+
+def probs_of(model, pre, images: torch.Tensor) -> np.ndarray:
+    return predict_probs(model, images, pre, torch.device("cpu")).numpy().astype(np.float64)
+
+
+def as_normal_column(p1: np.ndarray, classes: list[str]) -> np.ndarray:
+    """Stage 1's [N, 2] probabilities as [N, C] with P(Normal) in the Normal column (the gate reads only that)."""
+    out = np.zeros((len(p1), len(classes)))
+    out[:, classes.index(NORMAL)] = p1[:, 0]
+    return out
+
+
+def one_seed(seed: int, args) -> list[dict]:
+    src = open_dataset(args.data)
+    common = dict(arch=args.arch, data=args.data, img_size=args.img_size, epochs=args.epochs, seed=seed,
+                  device="cpu", precision=args.precision)
+    t0 = time.perf_counter()
+    run2, m2, pre2 = stored(train(TrainConfig(val_fraction=args.val_fraction, **common)), args.runs)
+    print(f"  seed {seed}: stage 2 ({run2.id}) {time.perf_counter() - t0:.0f} s", flush=True)
+    val_paths = list(run2.meta["dataset"]["val_paths"])
+    size = int(run2.config["img_size"])
+    tr3, te3 = load_split(src, "train", size), load_split(src, "test", size)
+    pos = {p: i for i, p in enumerate(tr3.paths)}
+    vi = torch.as_tensor([pos[p] for p in val_paths])
+    parts = {"val": (tr3.images[vi], tr3.labels[vi].numpy()), "test": (te3.images, te3.labels.numpy())}
+    for name, folder in args.external:
+        im = load_images(open_external(folder, src.classes), size)
+        parts[name] = (im.images, im.labels.numpy())
+    p2 = {k: probs_of(m2, pre2, x) for k, (x, _) in parts.items()}
+    sub = subset_source(src, SAME_AGE, set(val_paths))
+    rows = []
+    for variant in args.variants:
+        t1 = time.perf_counter()
+        res1 = train(TrainConfig(val_fraction=0.0, **common, **VARIANTS[variant]), source=sub)
+        run1, m1, pre1 = stored(res1, args.runs)
+        print(f"  seed {seed}: stage 1 {variant} ({run1.id}) {time.perf_counter() - t1:.0f} s", flush=True)
+        row = {"seed": seed, "arch": args.arch, "variant": variant, "overrides": VARIANTS[variant],
+               "img_size": size, "epochs": run1.config["epochs"], "precision": run1.config.get("precision_used"),
+               "stage1_run": run1.id, "stage2_run": run2.id, "stage1_train_n": res1.dataset["train_n"],
+               "stage1_classes": run1.classes, "splits": {}}
+        for k, (x, y) in parts.items():
+            p1 = as_normal_column(probs_of(m1, pre1, x), src.classes)
+            normal = (y == src.classes.index(NORMAL)).astype(int)
+            row["splits"][k] = {"n": len(y), "stage2": headline(y, p2[k], src.classes),
+                                "gate": headline(y, gate(p2[k], p1, src.classes), src.classes),
+                                "stage1_normal_auc": normal_auc(normal, p1[:, src.classes.index(NORMAL)])}
+        rows.append(row)
+    return rows
+
+
+def normal_auc(is_normal: np.ndarray, p_normal: np.ndarray) -> float | None:
+    """ROC AUC of P(Normal), Normal against the rest; None where one side has no image."""
+    return float(roc_auc_score(is_normal, p_normal)) if 0 < is_normal.sum() < len(is_normal) else None
+
+
+def _auc(x: float | None) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def summary(rows: list[dict]) -> str:
+    """Per variant, mean ± sd over seeds; the variant the protocol chooses (validation only)."""
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    splits = list(dict.fromkeys(k for r in rows for k in r["splits"]))
+    ext = [k for k in splits if k not in ("val", "test")]
+    head = ["stage-1 variant", "seeds", "validation (combined)", "stage-1 val AUC Normal vs rest",
+            "Kaggle test (combined)", "Kaggle test (stage 2 alone)"]
+    for k in ext:
+        head += [f"`{k}` balanced (combined)", f"`{k}` recall per class (combined)", f"`{k}` balanced (stage 2)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    score = {}
+    for v in variants:
+        rs = [r for r in rows if r["variant"] == v]
+        val = [r["splits"]["val"]["gate"]["accuracy"] for r in rs]
+        auc = [_auc(r["splits"]["val"]["stage1_normal_auc"]) for r in rs]
+        score[v] = (mean_sd(val)[0], mean_sd(auc)[0])
+        cells = [v, "/".join(str(r["seed"]) for r in rs), pct(val), f"{mean_sd(auc)[0]:.2f}",
+                 pct([r["splits"]["test"]["gate"]["accuracy"] for r in rs]),
+                 pct([r["splits"]["test"]["stage2"]["accuracy"] for r in rs])]
+        for k in ext:
+            g = [r["splits"][k]["gate"] for r in rs if k in r["splits"]]
+            rec = {c: [x["recall"][c] for x in g] for c in g[0]["recall"]} if g else {}
+            cells += [pct([x["balanced_accuracy"] for x in g]),
+                      " / ".join(f"{c} {100 * mean_sd(v2)[0]:.1f}" for c, v2 in rec.items() if v2),
+                      pct([r["splits"][k]["stage2"]["balanced_accuracy"] for r in rs if k in r["splits"]])]
+        lines.append("| " + " | ".join(cells) + " |")
+    best = max(variants, key=lambda v: (round(score[v][0], 9), round(score[v][1], 9), -variants.index(v)))
+    lines.append(f"\nchosen on validation (combined accuracy, then stage-1 AUC): {best}")
+    return "\n".join(lines)
+
+
+def _named(text: str) -> tuple[str, str]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"--external needs NAME=FOLDER, not {text!r}")
+    return name, folder
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=None, help="dataset folder (default: the built-in synthetic set)")
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--img-size", type=int, default=None, help="default: the architecture's recipe")
+    ap.add_argument("--epochs", type=int, default=None, help="default: the architecture's recipe")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    ap.add_argument("--val-fraction", type=float, default=0.15)
+    ap.add_argument("--runs", default=None, help="run folder for both stages' runs (default: checkpoints/)")
+    ap.add_argument("--external", action="append", default=[], type=_named, metavar="NAME=FOLDER")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--summarize", default=None, metavar="FILE", help="only print the summary of FILE's rows")
+    args = ap.parse_args()
+    if args.summarize:
+        print(summary([json.loads(line) for line in Path(args.summarize).read_text().splitlines() if line.strip()]))
+        return
+    torch.set_num_threads(args.threads)
+    rows = []
+    for s in args.seeds:
+        for row in one_seed(s, args):
+            emit(row, args.out)
+            rows.append(row)
+    print(summary(rows))
+
+
+if __name__ == "__main__":
+    main()
