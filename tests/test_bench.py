@@ -227,6 +227,64 @@ def test_patch_experiment_trains_on_lung_patches_and_scores_external(synthetic_f
     assert sum(e["predicted"]) == 3 * SYNTHETIC_COUNTS["test"] and "macro" in e["roc_auc"]
 
 
+def test_deconfound_experiment_learns_normal_from_the_same_age_classes_only(synthetic_folder, tmp_path):
+    """benchmarks/deconfound_experiment.py (the README's "same-age stage 1" rows): stage 1 trains on Normal and
+    Viral Pneumonia only, without the 3-class run's validation images; every split is scored by stage 2 alone and
+    by the gate; the summary chooses the stage-1 variant on validation alone."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import deconfound_experiment as de
+
+    from cxrviz.data import open_dataset
+    from cxrviz.data.dataset import display_path
+
+    src = open_dataset(str(synthetic_folder))
+    drop = {display_path(src, p) for p, _ in src.files["train"][:3]} | {display_path(src, p) for p, _ in
+                                                                         src.files["train"][-2:]}
+    sub = de.subset_source(src, ("Normal", "Viral Pneumonia"), drop)
+    assert sub.classes == ["Normal", "Viral Pneumonia"]
+    kept = {display_path(src, p): y for p, y in sub.files["train"]}
+    assert not drop & set(kept) and len(kept) == 2 * SYNTHETIC_COUNTS["train"] - 2  # the last 2 are Viral Pneumonia
+    assert all(("Normal" in k) == (y == 0) for k, y in kept.items())
+    assert len(sub.files["test"]) == 2 * SYNTHETIC_COUNTS["test"]
+    with pytest.raises(SystemExit, match="no class 'Pneumonia'"):
+        de.subset_source(src, ("Normal", "Pneumonia"), set())
+
+    out, runs = tmp_path / "d.jsonl", tmp_path / "runs"
+    r = subprocess.run(["python3", "benchmarks/deconfound_experiment.py", "--data", str(synthetic_folder), "--arch",
+                        "lenet5", "--img-size", "32", "--epochs", "1", "--seeds", "0", "--runs", str(runs),
+                        "--external", f"ext={synthetic_folder / 'test'}", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [x["variant"] for x in rows] == ["recipe", "crop-clahe-std-aug"]
+    assert len({x["stage2_run"] for x in rows}) == 1  # one 3-class run per seed
+    stage2 = json.loads((runs / rows[0]["stage2_run"] / "run.json").read_text())
+    val = stage2["dataset"]["val_paths"]
+    same_age_val = sum("Covid" not in v for v in val)
+    for x in rows:
+        stage1 = json.loads((runs / x["stage1_run"] / "run.json").read_text())
+        assert stage1["dataset"]["classes"] == x["stage1_classes"] == ["Normal", "Viral Pneumonia"]
+        # every Normal / Viral Pneumonia training image except the 3-class run's validation ones
+        assert x["stage1_train_n"] == stage1["dataset"]["train_n"] == 2 * SYNTHETIC_COUNTS["train"] - same_age_val
+        assert x["splits"]["val"]["n"] == len(val) and x["splits"]["ext"]["n"] == 3 * SYNTHETIC_COUNTS["test"]
+        for split in x["splits"].values():
+            assert set(split) == {"n", "stage2", "gate", "stage1_normal_auc"}
+            assert 0 <= split["gate"]["balanced_accuracy"] <= 1
+            assert sum(split["gate"]["predicted"].values()) == split["n"]
+    assert stage1["config"]["lung_crop"] and stage1["config"]["clahe"]  # the second variant's preprocessing
+    again = subprocess.run(["python3", "benchmarks/deconfound_experiment.py", "--summarize", str(out)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    v = {x["variant"]: (x["splits"]["val"]["gate"]["accuracy"], x["splits"]["val"]["stage1_normal_auc"] or 0)
+         for x in rows}
+    want = max(v, key=lambda k: (v[k], k == "recipe"))
+    assert f"chosen on validation (combined accuracy, then stage-1 AUC): {want}" in again.stdout
+    assert "\n| recipe | 0 | " in again.stdout and "\n| crop-clahe-std-aug | 0 | " in again.stdout
+    assert "`ext` balanced (combined)" in again.stdout
+
+
 def test_ensemble_experiment_averages_the_two_models_on_every_split(synthetic_folder, tiny_runs, tmp_path):
     """benchmarks/ensemble_experiment.py (the README's whole-image + lung-patch row): per seed, the mean of a
     stored run's and the patch model's probabilities, on the same validation, test and external images, with
