@@ -270,19 +270,45 @@ def test_deconfound_experiment_learns_normal_from_the_same_age_classes_only(synt
         assert x["stage1_train_n"] == stage1["dataset"]["train_n"] == 2 * SYNTHETIC_COUNTS["train"] - same_age_val
         assert x["splits"]["val"]["n"] == len(val) and x["splits"]["ext"]["n"] == 3 * SYNTHETIC_COUNTS["test"]
         for split in x["splits"].values():
-            assert set(split) == {"n", "stage2", "gate", "stage1_normal_auc"}
+            assert set(split) == {"n", "stage2", "gate", "gate_t", "stage1_normal_auc"}
             assert 0 <= split["gate"]["balanced_accuracy"] <= 1
             assert sum(split["gate"]["predicted"].values()) == split["n"]
     assert stage1["config"]["lung_crop"] and stage1["config"]["clahe"]  # the second variant's preprocessing
     again = subprocess.run(["python3", "benchmarks/deconfound_experiment.py", "--summarize", str(out)], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
-    v = {x["variant"]: (x["splits"]["val"]["gate"]["accuracy"], x["splits"]["val"]["stage1_normal_auc"] or 0)
-         for x in rows}
-    want = max(v, key=lambda k: (v[k], k == "recipe"))
-    assert f"chosen on validation (combined accuracy, then stage-1 AUC): {want}" in again.stdout
-    assert "\n| recipe | 0 | " in again.stdout and "\n| crop-clahe-std-aug | 0 | " in again.stdout
+    v = {(x["variant"], c): (x["splits"]["val"][c]["accuracy"], x["splits"]["val"]["stage1_normal_auc"] or 0)
+         for x in rows for c in ("gate", "gate_t")}
+    want = max(v, key=lambda k: (v[k], -list(v).index(k)))
+    assert f"chosen on validation (combined accuracy, then stage-1 AUC): {want[0]}, {de.COMBINATIONS[want[1]]}" \
+        in again.stdout
+    for x in rows:
+        assert f"\n| {x['variant']} | gate | 0 | 0.5 | " in again.stdout
+        assert f"\n| {x['variant']} | gate, threshold chosen on validation | 0 | {x['threshold']:g} | " in again.stdout
     assert "`ext` balanced (combined)" in again.stdout
+
+
+def test_deconfound_threshold_is_chosen_on_validation_alone():
+    """The stage-1 threshold: t maps to 0.5 (0.5 is the plain gate), and the t chosen is the one whose gate is
+    most accurate on the validation images given (ties: nearest 0.5)."""
+    import sys
+
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import deconfound_experiment as de
+
+    classes = ["Covid", "Normal", "Viral Pneumonia"]
+    p1 = de.as_normal_column(np.array([[0.05, 0.95], [0.15, 0.85], [0.25, 0.75], [0.8, 0.2]]), classes)
+    assert np.allclose(de.shifted(p1, 0.5, classes), p1)
+    s = de.shifted(p1, 0.25, classes)[:, 1]
+    assert np.allclose(s, [0.1, 0.3, 0.5, 0.5 + 0.5 * 0.55 / 0.75])
+    assert (np.diff(s) > 0).all()  # the ranking is kept
+    p2 = np.tile([0.9, 0.05, 0.05], (4, 1))  # stage 2 says Covid for every image
+    y = np.array([0, 0, 1, 1])  # validation: Normal exactly where P(Normal) >= 0.25
+    t = de.choose_threshold(p2, p1, y, classes)
+    pred = de.gate(p2, de.shifted(p1, t, classes), classes).argmax(1)
+    assert (pred == y).all() and t == 0.25  # of the t that get all four right (0.2, 0.25), the nearest 0.5
 
 
 def test_ensemble_experiment_averages_the_two_models_on_every_split(synthetic_folder, tiny_runs, tmp_path):
