@@ -185,7 +185,7 @@ def summary(rows: list[dict]) -> str:
     score, order = {}, []
     for v in variants:
         for comb, label in COMBINATIONS.items():
-            rs = [r for r in rows if r["variant"] == v and comb in r["splits"]["val"]]
+            rs = sorted((r for r in rows if r["variant"] == v and comb in r["splits"]["val"]), key=lambda r: r["seed"])
             if not rs:
                 continue
             val = [r["splits"]["val"][comb]["accuracy"] for r in rs]
