@@ -32,6 +32,7 @@ from pages.common import current_dataset, data_path, job_registry
 
 REFRESH_S = 1.0  # live view refresh while anything runs
 DEFAULT_ARCH = "resnet18"  # ticked on a fresh page
+INTENSITY = {True: "per image", False: "training set's mean/sd"}  # the standardize setting, as the page names it
 MAX_FINISHED_CARDS = 12  # older finished jobs are listed in a table
 MAX_ACTIVE_CARDS = 8  # running and first queued jobs get a card; the rest of the queue is one line
 DOUBLE_CLICK_S = 3.0  # the same launch twice within this many seconds is one launch
@@ -189,10 +190,9 @@ def settings_form(chosen: list[str]) -> tuple[list[TrainConfig], list[TrainConfi
                          help="Lung crop: each image cropped to the lung fields (a fixed template, plus a margin) "
                               "before the model sees it; CLAHE: adaptive histogram equalisation. Recorded with the "
                               "run and applied again at prediction time.")
-    scale = {True: "per image", False: "training set's mean/sd"}
     intensity = n.selectbox("Intensity scaling", ["recipe", "per_image", "dataset"], key="t_intensity",
-                            format_func=lambda o: (_recipe("standardize", lambda v: scale[v]) if o == "recipe" else
-                                                   scale[o == "per_image"]),
+                            format_func=lambda o: (_recipe("standardize", lambda v: INTENSITY[v]) if o == "recipe" else
+                                                   INTENSITY[o == "per_image"]),
                             help="per image: each image to zero mean and unit sd (VGG-19's recipe, chosen on "
                                  "validation); training set's mean/sd: one shift and scale for every image (the "
                                  "other recipes). Recorded with the run and applied again at prediction time.")
@@ -245,7 +245,7 @@ def estimate_panel(src, resolved: list[TrainConfig]) -> None:
         plan = pd.DataFrame([{
             "model": get_spec(cfg.arch).display, "seed": cfg.seed, "size (px)": cfg.img_size,
             "epochs": cfg.epochs, "batch": cfg.batch_size, "optimiser": cfg.optimizer, "lr": f"{cfg.lr:g}",
-            "augment": cfg.augment, "intensity": "per image" if cfg.standardize else "set mean/sd",
+            "augment": cfg.augment, "intensity": INTENSITY[bool(cfg.standardize)],
             "GFLOPs": format_gflops(est.gflops),
             "per epoch": format_duration(est.epoch_seconds),
             "estimate": format_duration(est.seconds) + ("" if est.measured else " (rough)"),

@@ -191,7 +191,7 @@ def test_train_page_intensity_recipe_names_each_architectures_choice(ckpt_root):
     assert at.selectbox(key="t_intensity").options[0] == "recipe: training set's mean/sd (VGG-16), per image (VGG-19)"
     assert not at.error  # both resolve: VGG-19 standardises each image, VGG-16 does not; the plan says so
     plan = at.dataframe[0].value
-    assert dict(zip(plan["model"], plan["intensity"])) == {"VGG-16": "set mean/sd", "VGG-19": "per image"}
+    assert dict(zip(plan["model"], plan["intensity"])) == {"VGG-16": "training set's mean/sd", "VGG-19": "per image"}
 
 
 def test_cli_lung_crop_flag_is_recorded(ckpt_root, capsys):
