@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from ensemble_experiment import gate, headline  # noqa: E402
 from patch_experiment import emit  # noqa: E402
-from recipe_sweep import mean_sd, pct  # noqa: E402
+from recipe_sweep import _named, mean_sd, pct  # noqa: E402
 
 from cxrviz.data import load_split, open_dataset  # noqa: E402
 from cxrviz.data.dataset import DatasetSource, display_path  # noqa: E402
@@ -209,13 +209,6 @@ def summary(rows: list[dict]) -> str:
     lines.append(f"\nchosen on validation (combined accuracy, then stage-1 AUC): {best[0]}, {COMBINATIONS[best[1]]} "
                  f"(validation {pct(chosen)}; stage 2 alone {pct(stage2)})")
     return "\n".join(lines)
-
-
-def _named(text: str) -> tuple[str, str]:
-    name, sep, folder = text.partition("=")
-    if not sep or not name or not folder:
-        raise argparse.ArgumentTypeError(f"--external needs NAME=FOLDER, not {text!r}")
-    return name, folder
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from patch_experiment import emit  # noqa: E402  (the sibling script: its per-seed files are this one's input)
+from recipe_sweep import _named  # noqa: E402
 
 from cxrviz.data import load_split, open_dataset  # noqa: E402
 from cxrviz.external import score_run, summarize  # noqa: E402
@@ -102,13 +103,6 @@ def _pair(text: str) -> tuple[int, str]:
     if not sep or not seed.strip().isdigit() or not rid.strip():
         raise argparse.ArgumentTypeError(f"--run needs SEED=RUN_ID, not {text!r}")
     return int(seed), rid.strip()
-
-
-def _named(text: str) -> tuple[str, str]:
-    name, sep, folder = text.partition("=")
-    if not sep or not name or not folder:
-        raise argparse.ArgumentTypeError(f"--external needs NAME=FOLDER, not {text!r}")
-    return name, folder
 
 
 def main() -> None:
