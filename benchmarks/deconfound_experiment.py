@@ -222,7 +222,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     ap.add_argument("--val-fraction", type=float, default=0.15)
-    ap.add_argument("--runs", default=None, help="run folder for both stages' runs (default: checkpoints/)")
+    ap.add_argument("--runs", default=None, help="run folder for both stages' runs (not the app's checkpoints/: a "
+                    "stage-1 run has two of the dataset's three classes)")
     ap.add_argument("--external", action="append", default=[], type=_named, metavar="NAME=FOLDER")
     ap.add_argument("--out", default=None)
     ap.add_argument("--summarize", default=None, metavar="FILE", help="only print the summary of FILE's rows")
@@ -230,6 +231,8 @@ def main() -> None:
     if args.summarize:
         print(summary([json.loads(line) for line in Path(args.summarize).read_text().splitlines() if line.strip()]))
         return
+    if not args.runs:
+        ap.error("--runs FOLDER is needed: where both stages' runs are stored")
     torch.set_num_threads(args.threads)
     rows = []
     for s in args.seeds:

@@ -286,6 +286,10 @@ def test_deconfound_experiment_learns_normal_from_the_same_age_classes_only(synt
         assert f"\n| {x['variant']} | gate | 0 | 0.5 | " in again.stdout
         assert f"\n| {x['variant']} | gate, threshold chosen on validation | 0 | {x['threshold']:g} | " in again.stdout
     assert "`ext` balanced (combined)" in again.stdout
+    # its runs never land in the app's run store by default (a stage-1 run has two of the three classes)
+    bad = subprocess.run(["python3", "benchmarks/deconfound_experiment.py", "--data", str(synthetic_folder)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--runs FOLDER is needed" in bad.stderr
 
 
 def test_deconfound_threshold_is_chosen_on_validation_alone():
