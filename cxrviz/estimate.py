@@ -14,6 +14,8 @@ import torch
 from .data.dataset import DatasetSource
 from .format import format_duration
 from .models import get_spec, model_stats
+from .precision import autocast, cpu_has_bf16, to_memory_format
+from .precision import choose as choose_precision
 from .train import TrainConfig, loss_fn, make_optimizer, select_device
 
 LONG_RUN_S = 600.0  # warn above this (all jobs of a launch together)
@@ -32,6 +34,7 @@ class Speed:
     fwd_bwd_s: float  # one forward + backward of the probe batch
     opt_s: float  # one optimiser step (independent of batch and image size)
     measured_at: float
+    precision: str = "fp32"  # what the steps ran in: the precision the job will use (bf16 autocast or fp32)
 
 
 _SPEEDS: dict[tuple, Speed] = {}
@@ -50,20 +53,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _probe_key(arch: str, optimizer: str, device: str, in_channels: int, img_size: int) -> tuple:
+def _probe_key(arch: str, optimizer: str, device: str, in_channels: int, img_size: int,
+               precision: str = "auto") -> tuple:
     spec = get_spec(arch)
     size = max(spec.min_size, min(int(img_size), PROBE_MAX_SIZE))
-    return (spec.name, optimizer, str(select_device(device)), in_channels, size, torch.get_num_threads())
+    return (spec.name, optimizer, str(select_device(device)), in_channels, size, torch.get_num_threads(), precision)
 
 
 def probe_speed(arch: str, optimizer: str, device: str = "auto", in_channels: int = 1,
-                img_size: int = PROBE_MAX_SIZE, generation: int | None = None) -> Speed:
-    """Time real training steps of ``arch`` on this device at a small size (cached per process).
+                img_size: int = PROBE_MAX_SIZE, generation: int | None = None, precision: str = "auto") -> Speed:
+    """Time real training steps of ``arch`` on this device at a small size (cached per process), in the
+    precision a job with this ``precision`` setting trains in (bf16 autocast + channels-last or fp32, chosen
+    as the trainer chooses it: on a CPU with bf16 instructions bf16 halves VGG-19's step time, and an fp32
+    probe once made a 11-minute VGG-19 job look like 20).
 
     The first steps of a model in a process are several times slower (kernel selection, allocator and
     optimiser state warm-up), so a few untimed steps come first; the fastest timed step is kept (on a
     shared machine the slower ones measure other programs). Raises ProbeCancelled after cancel_probes()."""
-    key = _probe_key(arch, optimizer, device, in_channels, img_size)
+    key = _probe_key(arch, optimizer, device, in_channels, img_size, precision)
     with _SPEED_LOCK:
         if key in _SPEEDS:
             return _SPEEDS[key]
@@ -73,15 +80,18 @@ def probe_speed(arch: str, optimizer: str, device: str = "auto", in_channels: in
         with _SPEED_LOCK:
             if key in _SPEEDS:
                 return _SPEEDS[key]
-        name, _, dev_name, _, size, _ = key
+        name, _, dev_name, _, size, _, _ = key
         if _GENERATION[0] != generation:
             raise ProbeCancelled(f"timing {name} was cancelled")
         dev = torch.device(dev_name)
         cfg = TrainConfig(arch=name, optimizer=optimizer).resolved()
+        prec = choose_precision(precision, dev, name, size, in_channels)
         torch.manual_seed(0)
         model = get_spec(name).build(num_classes=3, in_channels=in_channels).to(dev).train()
+        if prec.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         opt = make_optimizer(model, cfg)
-        x = torch.randn(PROBE_BATCH, in_channels, size, size, device=dev)
+        x = to_memory_format(torch.randn(PROBE_BATCH, in_channels, size, size, device=dev), prec.channels_last)
         y = torch.arange(PROBE_BATCH, device=dev) % 3
         fb: list[float] = []
         st: list[float] = []
@@ -90,7 +100,8 @@ def probe_speed(arch: str, optimizer: str, device: str = "auto", in_channels: in
             if _GENERATION[0] != generation:
                 raise ProbeCancelled(f"timing {name} was cancelled")
             t0 = time.perf_counter()
-            loss, _ = loss_fn(model(x), y, cfg)
+            with autocast(dev, prec.bf16):
+                loss, _ = loss_fn(model(x), y, cfg)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             _sync(dev)
@@ -102,7 +113,7 @@ def probe_speed(arch: str, optimizer: str, device: str = "auto", in_channels: in
             if i >= 4 and time.perf_counter() - t_begin > 20:  # a huge model on a slow device: enough
                 break
         warm = 3 if len(fb) > 4 else 1
-        speed = Speed(name, dev_name, size, PROBE_BATCH, min(fb[warm:]), min(st[warm:]), time.time())
+        speed = Speed(name, dev_name, size, PROBE_BATCH, min(fb[warm:]), min(st[warm:]), time.time(), prec.name)
         del model, opt, x
         with _SPEED_LOCK:
             _SPEEDS[key] = speed
@@ -110,9 +121,9 @@ def probe_speed(arch: str, optimizer: str, device: str = "auto", in_channels: in
 
 
 def request_probe(arch: str, optimizer: str, device: str = "auto", in_channels: int = 1,
-                  img_size: int = PROBE_MAX_SIZE) -> Speed | None:
+                  img_size: int = PROBE_MAX_SIZE, precision: str = "auto") -> Speed | None:
     """The cached probe, or None after starting it in a background thread (so a page never blocks)."""
-    key = _probe_key(arch, optimizer, device, in_channels, img_size)
+    key = _probe_key(arch, optimizer, device, in_channels, img_size, precision)
     with _SPEED_LOCK:
         if key in _SPEEDS:
             return _SPEEDS[key]
@@ -122,7 +133,7 @@ def request_probe(arch: str, optimizer: str, device: str = "auto", in_channels: 
 
             def run() -> None:
                 try:
-                    probe_speed(arch, optimizer, device, in_channels, img_size, generation)
+                    probe_speed(arch, optimizer, device, in_channels, img_size, generation, precision)
                 except Exception:  # noqa: BLE001 - a failed probe only leaves the rough estimate
                     pass
                 finally:
@@ -174,11 +185,22 @@ CALIBRATION = 0.85
 MIN_PROBE_GFLOPS = 0.05  # probes of smaller models say little about the speed of others
 
 
-def _fallback_rates(device: str) -> tuple[float, float]:
-    """(seconds per forward-backward GFLOP per image, seconds per parameter per optimiser step) from any
-    probe measured on this device, or a conservative guess for an unprobed device."""
+def _likely_precision(setting: str, device: str) -> str:
+    """The precision a job will probably train in, without a probe: bf16 where asked for, or "auto" on a GPU
+    or a CPU with bf16 instructions (the trainer's probe may still pick fp32 there, as it does for AlexNet)."""
+    if setting == "bf16":
+        return "bf16"
+    if setting == "auto" and (device.startswith("cuda") or (device == "cpu" and cpu_has_bf16())):
+        return "bf16"
+    return "fp32"
+
+
+def _fallback_rates(device: str, precision: str = "fp32") -> tuple[float, float]:
+    """(seconds per forward-backward GFLOP per image, seconds per parameter per optimiser step) from the
+    probes measured on this device in ``precision`` (bf16 steps take about 0.55x fp32's on this CPU, so the two
+    are not mixed), or a guess where there are none."""
     with _SPEED_LOCK:
-        speeds = [s for s in _SPEEDS.values() if s.device == device]
+        speeds = [s for s in _SPEEDS.values() if s.device == device and s.precision == precision]
     # a tiny model's step is mostly fixed overhead: its time per GFLOP would make big models look far slower
     # (LeNet-5's probe once turned ResNet-18's estimate into an hour for a run of a few minutes)
     speeds = [s for s in speeds if model_stats(s.arch, s.size)["gflops"] >= MIN_PROBE_GFLOPS]
@@ -189,9 +211,11 @@ def _fallback_rates(device: str) -> tuple[float, float]:
         return per_gflop, per_param
     if device.startswith("cuda"):
         return 2e-3, 2e-10
-    # 2 CPU cores, from probes at 64 px: ResNet-18 0.06, VGG-19 0.055, GoogLeNet 0.11, AlexNet 0.31 s per
-    # forward GFLOP per image for forward + backward; optimiser steps 1.6e-9 to 3.5e-9 s per parameter
-    return 0.12, 3e-9
+    # 2 CPU cores (AMD EPYC, AVX512-BF16), probes at 128 px, 2026-12-06: seconds per forward GFLOP per image
+    # for forward + backward, fp32: VGG-19 0.038, ResNet-18 0.042, GoogLeNet 0.066, AlexNet 0.086; bf16:
+    # VGG-19 0.021, ResNet-18 0.025, GoogLeNet 0.034; optimiser steps 1.4e-9 to 3.7e-9 s per parameter.
+    # (Before 2026-12-06 the guess was 0.12 from 64 px probes: VGG-19's 11-minute job read "1 h 2 min".)
+    return (0.03 if precision == "bf16" else 0.055), 2.5e-9
 
 
 @dataclass(frozen=True)
@@ -225,9 +249,9 @@ def estimate_job(config: TrainConfig, n_train: int, n_test: int, *, probe: str =
     dev = str(select_device(c.device))
     stats = model_stats(c.arch, c.img_size, in_channels=c.in_channels)
     if probe == "sync":
-        speed = probe_speed(c.arch, c.optimizer, c.device, c.in_channels, c.img_size)
+        speed = probe_speed(c.arch, c.optimizer, c.device, c.in_channels, c.img_size, precision=c.precision)
     elif probe == "background":
-        speed = request_probe(c.arch, c.optimizer, c.device, c.in_channels, c.img_size)
+        speed = request_probe(c.arch, c.optimizer, c.device, c.in_channels, c.img_size, c.precision)
     elif probe == "off":
         speed = None
     else:
@@ -238,7 +262,7 @@ def estimate_job(config: TrainConfig, n_train: int, n_test: int, *, probe: str =
         fb_img = speed.fwd_bwd_s / speed.batch * (stats["gflops"] / pg)
         opt = speed.opt_s
     else:
-        per_gflop, per_param = _fallback_rates(dev)
+        per_gflop, per_param = _fallback_rates(dev, _likely_precision(c.precision, dev))
         fb_img = per_gflop * stats["gflops"]
         opt = per_param * stats["params"]
     n_val = round(n_train * c.val_fraction)  # held out: scored every epoch; the test split once, at the end

@@ -15,6 +15,7 @@ from cxrviz.estimate import (
     estimate_job,
     long_run_warning,
     measure_estimate_error,
+    probe_speed,
     request_probe,
     split_sizes,
     wait_for_probes,
@@ -83,6 +84,30 @@ def test_a_tiny_models_probe_does_not_skew_other_estimates():
     estimate_job(TrainConfig(arch="lenet5", img_size=32, epochs=1, device="cpu"), n_train, n_test, probe="sync")
     after = estimate_job(cfg, n_train, n_test, probe="off")
     assert not after.measured and after.seconds == before.seconds
+
+
+def test_the_probe_times_steps_in_the_precision_the_job_trains_in():
+    """A bf16 job is timed in bf16 autocast (an fp32 probe made VGG-19's 11-minute job read 20 minutes), seen in
+    the dtype of the probe's activations through a process-wide forward hook; an fp32 job is timed in fp32."""
+    import torch
+
+    seen: list[torch.dtype] = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, i, o: seen.append(o.dtype) if isinstance(m, torch.nn.Conv2d) else None)
+    try:
+        fp = probe_speed("lenet5", "sgd", "cpu", img_size=32, precision="fp32")
+        fp_dtypes, seen[:] = set(seen), []
+        bf = probe_speed("lenet5", "sgd", "cpu", img_size=32, precision="bf16")
+        bf_dtypes = set(seen)
+    finally:
+        hook.remove()
+    assert (fp.precision, bf.precision) == ("fp32", "bf16")
+    assert fp_dtypes == {torch.float32} and bf_dtypes == {torch.bfloat16}
+    # without a probe, the rough guess also expects bf16's faster steps where the job will use bf16
+    n_train, n_test = split_sizes(open_dataset(None))
+    rough = {p: estimate_job(TrainConfig(arch="resnet101", img_size=128, device="cpu", precision=p), n_train, n_test,
+                             probe="off") for p in ("fp32", "bf16")}
+    assert not rough["bf16"].measured and rough["bf16"].seconds < 0.7 * rough["fp32"].seconds
 
 
 def test_long_run_warning_for_vgg19_at_224_on_a_cpu():
