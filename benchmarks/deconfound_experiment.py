@@ -28,6 +28,17 @@ Protocol, fixed in this file before any external image was scored with it:
   by the same rule; ``gate_t``'s validation figure is optimistic (t was fitted on it). The claim rests on seeds
   2-4, trained after this rule was committed.
 
+- added at stop 28, before any of these was trained or scored (seeds 2-4 carry the claim, then 0-1): two more
+  stage-1 variants, ``adv`` and ``adv-crop-clahe-std-aug`` (the options of ``crop-clahe-std-aug``). Stage 1 then
+  learns Normal against abnormal from all three classes, with an adversary that must tell Covid from Viral
+  Pneumonia among the abnormal images from stage 1's features, behind a gradient reversal (lambda 1, fixed):
+  in the Kaggle set that difference is age, so the features are trained to carry no age among the abnormal
+  images (adversarial removal of a confounder, as in BR-Net, Adeli et al. 2021). Its three logits are
+  [a_Normal, a_abn + log softmax(d)_Covid, a_abn + log softmax(d)_VP], so the trainer's own 3-class
+  cross-entropy is exactly stage 1's 2-class loss plus the adversary's, and P(Normal) is the head's alone. It is
+  trained by the trainer (``TrainSession``) with the 3-class run's validation split held out, and scored like
+  the others (gate and gate_t); the summary chooses among all four variants by the rule above.
+
 Stage 2 still tells Covid from Viral Pneumonia as the 3-class model does (on the Kaggle set: by age, too), so
 the combined model would call an adult non-COVID pneumonia "Covid"; no folder here has one to show it.
 
@@ -42,10 +53,13 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -58,13 +72,81 @@ from recipe_sweep import _named, mean_sd, pct  # noqa: E402
 from cxrviz.data import load_split, open_dataset  # noqa: E402
 from cxrviz.data.dataset import DatasetSource, display_path  # noqa: E402
 from cxrviz.external import load_images, open_external  # noqa: E402
+from cxrviz.models import get_spec  # noqa: E402
 from cxrviz.runs import load_model, save_run  # noqa: E402
-from cxrviz.train import TrainConfig, predict_probs, train  # noqa: E402
+from cxrviz.train import Preprocess, TrainConfig, TrainSession, predict_probs, train  # noqa: E402
 
 NORMAL = "Normal"
 SAME_AGE = (NORMAL, "Viral Pneumonia")  # the two classes whose images are all children's in the Kaggle set
 VARIANTS = {"recipe": {},
             "crop-clahe-std-aug": {"lung_crop": True, "clahe": True, "standardize": True, "augment": "standard"}}
+
+ADVERSARIAL = {"adv": {}, "adv-crop-clahe-std-aug": VARIANTS["crop-clahe-std-aug"]}  # stage 1 with an age adversary
+ADV_LAMBDA = 1.0
+
+
+class _Reverse(torch.autograd.Function):
+    """Identity forward; the gradient times -lambda backward (Ganin & Lempitsky 2015)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, lam: float) -> torch.Tensor:
+        ctx.lam = lam
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return -ctx.lam * grad, None
+
+
+class AgeAdversarial(nn.Module):
+    """A classifier whose last linear layer is replaced by two heads on its features: ``head`` (Normal,
+    abnormal) and, behind gradient reversal, ``adversary`` (Covid, Viral Pneumonia among the abnormal). The
+    logits in the dataset's class order are a_Normal, a_abnormal + log softmax(d) per abnormal class, so
+    softmax(logits) = P(Normal | head) for Normal and P(abnormal) * P(class | adversary) for the others."""
+
+    def __init__(self, base: nn.Module, classes: list[str], lam: float = ADV_LAMBDA) -> None:
+        super().__init__()
+        name, last = [(n, m) for n, m in base.named_modules() if isinstance(m, nn.Linear)][-1]
+        parent = base.get_submodule(name.rpartition(".")[0])
+        setattr(parent, name.rpartition(".")[2], nn.Identity())
+        self.trunk, self.lam = base, lam
+        self.head = nn.Linear(last.in_features, 2)
+        self.adversary = nn.Sequential(nn.Linear(last.in_features, 128), nn.ReLU(inplace=True), nn.Linear(128, 2))
+        self.k = [classes.index(c) for c in (NORMAL, "Covid", "Viral Pneumonia")]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.trunk(x)
+        a = self.head(f).float()
+        d = F.log_softmax(self.adversary(_Reverse.apply(f, self.lam)).float(), dim=1)
+        cols = {self.k[0]: a[:, 0], self.k[1]: a[:, 1] + d[:, 0], self.k[2]: a[:, 1] + d[:, 1]}
+        return torch.stack([cols[i] for i in range(3)], dim=1)
+
+
+class _AdversarialSession(TrainSession):
+    """The trainer, building :class:`AgeAdversarial` around the architecture (everything else as in train())."""
+
+    def _build(self) -> None:
+        base, classes = self.spec, list(self.src.classes)
+        self.spec = replace(base, builder=lambda num_classes, in_channels: AgeAdversarial(
+            base.build(num_classes=num_classes, in_channels=in_channels), classes))
+        super()._build()
+
+
+def train_adversarial(cfg: TrainConfig, src: DatasetSource):
+    """(TrainResult, model in eval mode, Preprocess) of an age-adversarial stage 1 (not stored as a run: its
+    weights do not fit the architecture's own model)."""
+    s = _AdversarialSession(cfg, source=src)
+    s.setup()
+    for epoch in range(1, s.c.epochs + 1):
+        s.evaluate(epoch, s.run_epoch(epoch))
+    s.release()
+    res = s.finish("done")
+    model = AgeAdversarial(get_spec(cfg.arch).build(num_classes=3, in_channels=res.norm["in_channels"]), src.classes)
+    model.load_state_dict(res.state_dict)
+    n = res.norm
+    pre = Preprocess(n["mean"], n["std"], n["in_channels"], standardize=bool(n.get("standardize")),
+                     clahe=bool(n.get("clahe")), lung_crop=bool(n.get("lung_crop")))
+    return res, model.eval(), pre
 
 
 def subset_source(src: DatasetSource, classes: tuple[str, ...], exclude: set[str]) -> DatasetSource:
@@ -119,14 +201,26 @@ def one_seed(seed: int, args) -> list[dict]:
     rows = []
     for variant in args.variants:
         t1 = time.perf_counter()
-        res1 = train(TrainConfig(val_fraction=0.0, **common, **VARIANTS[variant]), source=sub)
-        run1, m1, pre1 = stored(res1, args.runs)
-        print(f"  seed {seed}: stage 1 {variant} ({run1.id}) {time.perf_counter() - t1:.0f} s", flush=True)
-        row = {"seed": seed, "arch": args.arch, "variant": variant, "overrides": VARIANTS[variant],
-               "img_size": size, "epochs": run1.config["epochs"], "precision": run1.config.get("precision_used"),
-               "stage1_run": run1.id, "stage2_run": run2.id, "stage1_train_n": res1.dataset["train_n"],
-               "stage1_classes": run1.classes, "splits": {}}
-        p1 = {k: as_normal_column(probs_of(m1, pre1, x), src.classes) for k, (x, _) in parts.items()}
+        if variant in ADVERSARIAL:
+            res1, m1, pre1 = train_adversarial(TrainConfig(val_fraction=args.val_fraction, **common,
+                                                           **ADVERSARIAL[variant]), src)
+            if list(res1.dataset["val_paths"]) != val_paths:
+                raise SystemExit("error: the adversarial stage 1 did not hold out the 3-class run's validation images")
+            stage1 = {"stage1_run": None, "stage1_classes": [NORMAL, "abnormal"], "overrides": ADVERSARIAL[variant],
+                      "adversary": f"Covid vs Viral Pneumonia among the abnormal, gradient reversal {ADV_LAMBDA:g}"}
+            k = src.classes.index(NORMAL)
+            p1 = {key: as_normal_column(np.stack([q[:, k], 1 - q[:, k]], 1), src.classes)
+                  for key, q in ((key, probs_of(m1, pre1, x)) for key, (x, _) in parts.items())}
+        else:
+            res1 = train(TrainConfig(val_fraction=0.0, **common, **VARIANTS[variant]), source=sub)
+            run1, m1, pre1 = stored(res1, args.runs)
+            stage1 = {"stage1_run": run1.id, "stage1_classes": run1.classes, "overrides": VARIANTS[variant]}
+            p1 = {key: as_normal_column(probs_of(m1, pre1, x), src.classes) for key, (x, _) in parts.items()}
+        print(f"  seed {seed}: stage 1 {variant} ({stage1['stage1_run'] or 'not stored'}) "
+              f"{time.perf_counter() - t1:.0f} s", flush=True)
+        row = {"seed": seed, "arch": args.arch, "variant": variant, "img_size": size, "epochs": res1.config["epochs"],
+               "precision": res1.config.get("precision_used"), "stage2_run": run2.id,
+               "stage1_train_n": res1.dataset["train_n"], **stage1, "splits": {}}
         t = choose_threshold(p2["val"], p1["val"], parts["val"][1], src.classes)
         row["threshold"] = t
         for k, (_, y) in parts.items():
@@ -212,7 +306,7 @@ def main() -> None:
     ap.add_argument("--arch", default="resnet18")
     ap.add_argument("--img-size", type=int, default=None, help="default: the architecture's recipe")
     ap.add_argument("--epochs", type=int, default=None, help="default: the architecture's recipe")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS) + list(ADVERSARIAL))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])

@@ -292,6 +292,53 @@ def test_deconfound_experiment_learns_normal_from_the_same_age_classes_only(synt
     assert bad.returncode == 2 and "--runs FOLDER is needed" in bad.stderr
 
 
+def test_age_adversarial_stage1_reverses_the_adversary_and_factorises_the_softmax(synthetic_folder, tmp_path):
+    """The stop-28 stage 1: P(Normal) is the head's alone, P(Covid) = P(abnormal) * the adversary's P(Covid); the
+    adversary's loss trains the adversary as usual but reaches the trunk reversed (gradient reversal); and the
+    script trains it on every class with the 3-class run's validation images held out."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import deconfound_experiment as de
+
+    from cxrviz.models import get_spec
+
+    classes = ["Covid", "Normal", "Viral Pneumonia"]
+    x = torch.randn(6, 1, 32, 32)
+    y = torch.tensor([0, 2, 0, 2, 0, 2])  # abnormal images only: the head's part of the loss is the same for both
+    grads = {}
+    for lam in (1.0, -1.0):  # -1: no reversal
+        torch.manual_seed(0)
+        m = de.AgeAdversarial(get_spec("lenet5").build(num_classes=3), classes, lam=lam).eval()
+        with torch.no_grad():
+            m.head.weight.zero_()  # the head says the same for every image: only the adversary's loss is left
+        out = m(x)
+        f = m.trunk(x)
+        p, d = out.softmax(1), m.adversary(f).softmax(1)
+        assert torch.allclose(p[:, 1], m.head(f).softmax(1)[:, 0], atol=1e-6)
+        assert torch.allclose(p[:, 0], (1 - p[:, 1]) * d[:, 0], atol=1e-6)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        grads[lam] = (next(m.trunk.parameters()).grad.clone(), m.adversary[0].weight.grad.clone())
+    assert torch.allclose(grads[1.0][1], grads[-1.0][1])  # the adversary learns Covid vs Viral Pneumonia
+    assert grads[1.0][0].abs().sum() > 0
+    assert torch.allclose(grads[1.0][0], -grads[-1.0][0], atol=1e-7)  # the trunk learns to hide it
+
+    out, runs = tmp_path / "d.jsonl", tmp_path / "runs"
+    r = subprocess.run(["python3", "benchmarks/deconfound_experiment.py", "--data", str(synthetic_folder), "--arch",
+                        "lenet5", "--img-size", "32", "--epochs", "1", "--seeds", "0", "--runs", str(runs),
+                        "--variants", "adv", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    row, = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["stage1_run"] is None and row["stage1_classes"] == ["Normal", "abnormal"]
+    stage2 = json.loads((runs / row["stage2_run"] / "run.json").read_text())
+    assert [p.name for p in runs.iterdir()] == [row["stage2_run"]]  # the adversarial stage 1 is not stored
+    assert row["stage1_train_n"] == stage2["dataset"]["train_n"] == 3 * SYNTHETIC_COUNTS["train"] - len(
+        stage2["dataset"]["val_paths"])
+    assert set(row["splits"]) == {"val", "test"} and 0 <= row["splits"]["val"]["gate_t"]["accuracy"] <= 1
+
+
 def test_deconfound_threshold_is_chosen_on_validation_alone():
     """The stage-1 threshold: t maps to 0.5 (0.5 is the plain gate), and the t chosen is the one whose gate is
     most accurate on the validation images given (ties: nearest 0.5)."""
