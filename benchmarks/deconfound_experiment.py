@@ -72,6 +72,7 @@ from recipe_sweep import _named, mean_sd, pct  # noqa: E402
 from cxrviz.data import load_split, open_dataset  # noqa: E402
 from cxrviz.data.dataset import DatasetSource, display_path  # noqa: E402
 from cxrviz.external import load_images, open_external  # noqa: E402
+from cxrviz.metrics import roc_auc_ovr  # noqa: E402
 from cxrviz.models import get_spec  # noqa: E402
 from cxrviz.runs import load_model, save_run  # noqa: E402
 from cxrviz.train import Preprocess, TrainConfig, TrainSession, predict_probs, train  # noqa: E402
@@ -149,6 +150,19 @@ def train_adversarial(cfg: TrainConfig, src: DatasetSource):
     return res, model.eval(), pre
 
 
+def adversary_auc(q: np.ndarray, y: np.ndarray, classes: list[str]) -> float | None:
+    """ROC AUC of the adversary's P(Covid | abnormal) for Covid against Viral Pneumonia among the abnormal images
+    (0.5: the features hide the difference; 0 or 1: they carry it, whatever the adversary's sign); None where
+    either class is absent."""
+    c, v = classes.index("Covid"), classes.index("Viral Pneumonia")
+    ab = (y == c) | (y == v)
+    if not ((y == c).any() and (y == v).any()):
+        return None
+    return roc_auc_ovr((y[ab] == c).astype(int), np.stack([1 - q[ab, c] / (q[ab, c] + q[ab, v] + 1e-12),
+                                                            q[ab, c] / (q[ab, c] + q[ab, v] + 1e-12)], 1),
+                       ["other", "Covid"])["Covid"]
+
+
 def subset_source(src: DatasetSource, classes: tuple[str, ...], exclude: set[str]) -> DatasetSource:
     """The dataset restricted to ``classes`` (relabelled 0..k-1 in that order), without the files whose
     display path is in ``exclude`` (the 3-class run's validation images)."""
@@ -209,8 +223,9 @@ def one_seed(seed: int, args) -> list[dict]:
             stage1 = {"stage1_run": None, "stage1_classes": [NORMAL, "abnormal"], "overrides": ADVERSARIAL[variant],
                       "adversary": f"Covid vs Viral Pneumonia among the abnormal, gradient reversal {ADV_LAMBDA:g}"}
             k = src.classes.index(NORMAL)
-            p1 = {key: as_normal_column(np.stack([q[:, k], 1 - q[:, k]], 1), src.classes)
-                  for key, q in ((key, probs_of(m1, pre1, x)) for key, (x, _) in parts.items())}
+            q1 = {key: probs_of(m1, pre1, x) for key, (x, _) in parts.items()}
+            p1 = {key: as_normal_column(np.stack([q[:, k], 1 - q[:, k]], 1), src.classes) for key, q in q1.items()}
+            stage1["adversary_auc"] = {key: adversary_auc(q, parts[key][1], src.classes) for key, q in q1.items()}
         else:
             res1 = train(TrainConfig(val_fraction=0.0, **common, **VARIANTS[variant]), source=sub)
             run1, m1, pre1 = stored(res1, args.runs)

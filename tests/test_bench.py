@@ -337,6 +337,14 @@ def test_age_adversarial_stage1_reverses_the_adversary_and_factorises_the_softma
     assert row["stage1_train_n"] == stage2["dataset"]["train_n"] == 3 * SYNTHETIC_COUNTS["train"] - len(
         stage2["dataset"]["val_paths"])
     assert set(row["splits"]) == {"val", "test"} and 0 <= row["splits"]["val"]["gate_t"]["accuracy"] <= 1
+    assert set(row["adversary_auc"]) == {"val", "test"} and 0 <= row["adversary_auc"]["test"] <= 1
+    # the adversary's AUC reads its P(Covid | abnormal) among the Covid and Viral Pneumonia images only
+    import numpy as np
+
+    q = np.array([[0.1, 0.1, 0.8], [0.2, 0.1, 0.7], [0.7, 0.1, 0.2], [0.6, 0.2, 0.2], [0.3, 0.4, 0.3]])
+    assert de.adversary_auc(q, np.array([0, 0, 2, 2, 1]), classes) == 0.0  # inverted, yet fully separable
+    assert de.adversary_auc(q, np.array([2, 2, 0, 0, 1]), classes) == 1.0
+    assert de.adversary_auc(q[:2], np.array([0, 0]), classes) is None
 
 
 def test_deconfound_threshold_is_chosen_on_validation_alone():
