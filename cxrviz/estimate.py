@@ -166,12 +166,13 @@ def wait_for_probes(timeout: float = 60.0) -> bool:
     return not probes_pending()
 
 
-def cached_speed(arch: str, device: str = "auto") -> Speed | None:
-    """A probe already measured for this architecture on this device (any optimiser or size), if any."""
+def cached_speed(arch: str, device: str = "auto", precision: str = "auto") -> Speed | None:
+    """A probe already measured for this architecture on this device with this precision setting (any
+    optimiser or size), if any: a bf16 probe says little about an fp32 job."""
     dev = str(select_device(device))
     name = get_spec(arch).name
     with _SPEED_LOCK:
-        found = [s for s in _SPEEDS.values() if s.arch == name and s.device == dev]
+        found = [s for k, s in _SPEEDS.items() if s.arch == name and s.device == dev and k[-1] == precision]
     return found[-1] if found else None
 
 
@@ -256,7 +257,7 @@ def estimate_job(config: TrainConfig, n_train: int, n_test: int, *, probe: str =
         speed = None
     else:
         raise ValueError(f"probe must be 'sync', 'background' or 'off', not {probe!r}")
-    speed = speed or cached_speed(c.arch, c.device)
+    speed = speed or cached_speed(c.arch, c.device, c.precision)
     if speed is not None:
         pg = model_stats(speed.arch, speed.size, in_channels=c.in_channels)["gflops"]
         fb_img = speed.fwd_bwd_s / speed.batch * (stats["gflops"] / pg)

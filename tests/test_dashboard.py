@@ -102,6 +102,7 @@ def test_the_probe_times_steps_in_the_precision_the_job_trains_in():
     finally:
         hook.remove()
     assert (fp.precision, bf.precision) == ("fp32", "bf16")
+    assert cached_speed("lenet5", "cpu", "bf16") is bf and cached_speed("lenet5", "cpu", "fp32") is fp
     assert fp_dtypes == {torch.float32} and bf_dtypes == {torch.bfloat16}
     # without a probe in that precision, the rough guess expects bf16's faster steps where the job will use bf16
     from cxrviz import estimate
