@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,6 @@ from recipe_sweep import _named, mean_sd, pct  # noqa: E402
 from cxrviz.data import load_split, open_dataset  # noqa: E402
 from cxrviz.data.dataset import DatasetSource, display_path  # noqa: E402
 from cxrviz.external import load_images, open_external  # noqa: E402
-from cxrviz.metrics import roc_auc_ovr  # noqa: E402
 from cxrviz.models import get_spec  # noqa: E402
 from cxrviz.runs import load_model, save_run  # noqa: E402
 from cxrviz.train import Preprocess, TrainConfig, TrainSession, predict_probs, train  # noqa: E402
@@ -158,9 +158,7 @@ def adversary_auc(q: np.ndarray, y: np.ndarray, classes: list[str]) -> float | N
     ab = (y == c) | (y == v)
     if not ((y == c).any() and (y == v).any()):
         return None
-    return roc_auc_ovr((y[ab] == c).astype(int), np.stack([1 - q[ab, c] / (q[ab, c] + q[ab, v] + 1e-12),
-                                                            q[ab, c] / (q[ab, c] + q[ab, v] + 1e-12)], 1),
-                       ["other", "Covid"])["Covid"]
+    return float(roc_auc_score(y[ab] == c, q[ab, c] / (q[ab, c] + q[ab, v] + 1e-12)))
 
 
 def subset_source(src: DatasetSource, classes: tuple[str, ...], exclude: set[str]) -> DatasetSource:
