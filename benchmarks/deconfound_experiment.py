@@ -136,18 +136,10 @@ class _AdversarialSession(TrainSession):
 def train_adversarial(cfg: TrainConfig, src: DatasetSource):
     """(TrainResult, model in eval mode, Preprocess) of an age-adversarial stage 1 (not stored as a run: its
     weights do not fit the architecture's own model)."""
-    s = _AdversarialSession(cfg, source=src)
-    s.setup()
-    for epoch in range(1, s.c.epochs + 1):
-        s.evaluate(epoch, s.run_epoch(epoch))
-    s.release()
-    res = s.finish("done")
+    res = _AdversarialSession(cfg, source=src).run()
     model = AgeAdversarial(get_spec(cfg.arch).build(num_classes=3, in_channels=res.norm["in_channels"]), src.classes)
     model.load_state_dict(res.state_dict)
-    n = res.norm
-    pre = Preprocess(n["mean"], n["std"], n["in_channels"], standardize=bool(n.get("standardize")),
-                     clahe=bool(n.get("clahe")), lung_crop=bool(n.get("lung_crop")))
-    return res, model.eval(), pre
+    return res, model.eval(), Preprocess.from_norm(res.norm)
 
 
 def adversary_auc(q: np.ndarray, y: np.ndarray, classes: list[str]) -> float | None:

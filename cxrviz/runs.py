@@ -289,10 +289,7 @@ def load_model(run: Run, device: str | torch.device = "cpu"):
         raise RunError(f"run {run.id}: weights do not fit {spec.display} ({detail})") from None if msg else None
     del result
     model.eval().to(device)
-    n = run.meta.get("norm", {})
-    return model, Preprocess(n.get("mean", 0.5), n.get("std", 0.25), n.get("in_channels", c.get("in_channels", 1)),
-                             standardize=bool(n.get("standardize")), clahe=bool(n.get("clahe")),
-                             lung_crop=bool(n.get("lung_crop")))
+    return model, Preprocess.from_norm(run.meta.get("norm", {}), c.get("in_channels", 1))
 
 
 # ------------------------------------------------------------------ records stored with a run

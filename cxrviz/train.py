@@ -274,6 +274,13 @@ class Preprocess:
         self.mean, self.std, self.in_channels = mean, std, in_channels
         self.standardize, self.clahe, self.lung_crop = standardize, clahe, lung_crop
 
+    @classmethod
+    def from_norm(cls, norm: dict, in_channels: int = 1) -> "Preprocess":
+        """The prediction-time preprocessing a run stored as its ``norm`` (``in_channels``: where it has none)."""
+        return cls(norm.get("mean", 0.5), norm.get("std", 0.25), norm.get("in_channels", in_channels),
+                   standardize=bool(norm.get("standardize")), clahe=bool(norm.get("clahe")),
+                   lung_crop=bool(norm.get("lung_crop")))
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.uint8:
             x = prepare_uint8(x, crop=self.lung_crop, clahe=self.clahe)
@@ -572,6 +579,20 @@ class TrainSession:
             self.opt.zero_grad(set_to_none=True)
 
     # -- the end ----------------------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        """All the steps: setup, every epoch (trained, then evaluated) until done or stopped, finish."""
+        self.setup()
+        status = "done"
+        try:
+            for epoch in range(1, self.c.epochs + 1):
+                trained = self.run_epoch(epoch)
+                self.evaluate(epoch, trained)
+        except StopTraining:
+            status = "stopped"
+        finally:
+            self.release()
+        return self.finish(status)
+
     def finish(self, status: str) -> TrainResult:
         c, src, test_set, net = self.c, self.src, self.test_set, self.net
         evaluation = predictions = None
@@ -632,15 +653,4 @@ class TrainSession:
 def train(config: TrainConfig, *, callback: Callback | None = None, stop: threading.Event | None = None,
           source: DatasetSource | None = None, max_batch_losses: int = 5000) -> TrainResult:
     """Train one model. Raises ConfigError / DatasetError on bad settings or data (nothing is written)."""
-    s = TrainSession(config, callback=callback, stop=stop, source=source, max_batch_losses=max_batch_losses)
-    s.setup()
-    status = "done"
-    try:
-        for epoch in range(1, s.c.epochs + 1):
-            trained = s.run_epoch(epoch)
-            s.evaluate(epoch, trained)
-    except StopTraining:
-        status = "stopped"
-    finally:
-        s.release()
-    return s.finish(status)
+    return TrainSession(config, callback=callback, stop=stop, source=source, max_batch_losses=max_batch_losses).run()
